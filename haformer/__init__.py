@@ -1,0 +1,1 @@
+"""HAFormer, step by step: the package behind the book."""

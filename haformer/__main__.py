@@ -1,0 +1,5 @@
+import sys
+
+from haformer.cli import main
+
+sys.exit(main())

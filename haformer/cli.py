@@ -1,0 +1,36 @@
+"""``python -m haformer COMMAND``: one entry point, each command defined next to the code it runs.
+
+Every module in :data:`COMMAND_MODULES` exposes ``add_cli(subparsers)``, which adds its own
+sub-command(s) and sets ``func`` to the function that runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "haformer.profile",  # summary, bench
+    "haformer.data.cli",  # download
+    "haformer.train",  # train
+    "haformer.evaluate",  # evaluate, predict
+    "haformer.export",  # export
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m haformer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Shared test setup: offline hub, deterministic seeds, the CamVid fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _dataset(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent: these tests need the shared CamVid copy beside the repo")
+    return path
+
+
+@pytest.fixture(scope="session")
+def camvid_mini() -> Path:
+    """The 8/4/4-pair CamVid fixture ($CAMVID_ROOT if it points at a mini copy)."""
+    env = os.environ.get("CAMVID_ROOT")
+    if env and Path(env).name == "camvid-mini" and Path(env).is_dir():
+        return Path(env)
+    return _dataset("camvid-mini")
+
+
+@pytest.fixture(scope="session")
+def camvid_full() -> Path:
+    """The full SegNet CamVid copy (367/101/233 pairs)."""
+    return _dataset("camvid")
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    import torch
+
+    torch.manual_seed(0)

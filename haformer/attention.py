@@ -114,10 +114,11 @@ def _aggregation_branch(channels: int, kernel_size: int, groups: int) -> nn.Sequ
     channels only inside each head's q, its k, or its v.
     """
     return nn.Sequential(
-        nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels,
-                  bias=False),
+        nn.Conv2d(
+            channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=False
+        ),
         nn.Conv2d(channels, channels, 1, groups=groups, bias=False),
-    )  # fmt: skip
+    )
 
 
 class MultiScaleLinearAttention(nn.Module):

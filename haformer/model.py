@@ -1,0 +1,337 @@
+"""The whole networks (book ch. 7): the seed's ``HAPEFormer``, the corrected ``HAFormer``, and
+the registry behind ``create_model`` (also registered with timm, so that after
+``import haformer``, ``timm.create_model("haformer_b1")`` works too).
+
+Both models map a float image batch (B, 3, H, W) to logits (B, num_classes, H, W). A CNN
+branch of HAPE blocks keeps local detail at stride 4-8; timm's EfficientViT (the "efficient
+transformer" branch) adds global context from its stride-32 map; a fusion module merges the
+two at stride 4; a light decoder (one more HAPE stage and a 1x1 classifier) makes the logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.models import register_model as _timm_register_model
+from torch import nn
+
+from haformer.backbone import create_backbone
+from haformer.fusion import FUSIONS, SeedCWF, build_fusion
+from haformer.hape import HAPEBlock
+from haformer.layers import ConvBNAct
+
+__all__ = [
+    "HAFormer",
+    "HAPEFormer",
+    "create_model",
+    "list_models",
+    "check_input",
+    "hapeformer_seed",
+    "haformer_b0",
+    "haformer_b1",
+    "haformer_b2",
+]
+
+SEED_CHANNELS: tuple[int, int, int, int] = (32, 64, 128, 64)
+SEED_DENOTES: tuple[tuple[int, ...], ...] = (
+    (2, 2, 2),
+    (4, 4, 8, 8, 16, 16),
+    (4, 4, 8, 8, 16, 16),
+    (2, 2, 2),
+)
+SEED_BACKBONES = ("efficientvit_b1", "efficientvit_b2")
+MIN_SIDE = 32
+
+
+def check_input(x: Any, model: str, multiple: int = 1) -> None:
+    """Raise ValueError unless ``x`` is a float (B, 3, H, W) tensor with H, W >= 32 (and
+    multiples of ``multiple``)."""
+    expected = f"a floating-point tensor of shape (B, 3, H, W) with H, W >= {MIN_SIDE}"
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{model} expects {expected}; got a {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point() or min(x.shape[-2:]) < 32:
+        raise ValueError(
+            f"{model} expects {expected}; got shape {tuple(x.shape)} of dtype {x.dtype}. "
+            "For one uint8 image (3, H, W) use img.float().div(255).unsqueeze(0) "
+            "(then normalise), and resize anything smaller than 32x32."
+        )
+    h, w = x.shape[-2:]
+    if h % multiple or w % multiple:
+        raise ValueError(
+            f"{model} needs H and W to be multiples of {multiple} (its `view` and fixed x2 "
+            f"upsampling assume it); got {h}x{w}. Pad or resize the input (for example "
+            f"{-(-h // multiple) * multiple}x{-(-w // multiple) * multiple}), or use a "
+            "haformer_* model, which takes any size."
+        )
+
+
+def _stages(
+    channels: Sequence[int], denotes: Sequence[Sequence[int]], **block_kwargs: Any
+) -> nn.ModuleList:
+    """One nn.Sequential of HAPEBlocks per stage: stage i has channels[i], one block per denote."""
+    if len(channels) != 4 or len(denotes) != 4:
+        raise ValueError(
+            f"expected 4 stage widths and 4 denote lists; got {len(channels)} and {len(denotes)}"
+        )
+    return nn.ModuleList(
+        nn.Sequential(*(HAPEBlock(c, d, **block_kwargs) for d in stage))
+        for c, stage in zip(channels, denotes, strict=True)
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The seed
+# ----------------------------------------------------------------------------------------------
+
+
+class Downsample(nn.Module):
+    """The seed's stride-2 3x3 conv with bias: (B, C_in, H, W) -> (B, C_out, H/2, W/2)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class SeparableConvBN(nn.Module):
+    """The seed's ``cnn_stem``: depthwise 3x3 -> BatchNorm -> pointwise 1x1, no biases, no
+    activation. (B, C, H, W) -> (B, C, H, W)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.pointwise = nn.Conv2d(channels, channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.bn(self.depthwise(x)))
+
+
+class HAPEFormer(nn.Module):
+    """The seed's model, exactly as ``seed-model.md`` describes it, defects included.
+
+    (B, 3, H, W) -> (B, num_classes, H, W) for H, W multiples of 32 only. Its torchinfo
+    table equals the seed's row for row (``SeedCWF`` is the seed's ``cwFModule``). Kept to
+    prove fidelity and to teach; do not train it, use ``HAFormer``. Defects kept on purpose:
+
+    * ``down3``/``down4`` (147,648 parameters) and every PEM's ``fc`` are never used;
+    * the transformer map is conv'ed to ``channels[2] * 64`` channels and re-read with
+      ``view`` as (B, channels[2], H/4, W/4): that moves no pixel to its place;
+    * the fusion scales both inputs with the same weight;
+    * fixed x2 upsampling, so only multiples of 32 work.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 6,
+        backbone: str = "efficientvit_b2",
+        *,
+        pretrained: bool = False,
+        channels: Sequence[int] = SEED_CHANNELS,
+        denotes: Sequence[Sequence[int]] = SEED_DENOTES,
+    ) -> None:
+        super().__init__()
+        if backbone not in SEED_BACKBONES:
+            raise ValueError(
+                f"the seed model was built on {' or '.join(SEED_BACKBONES)}; got {backbone!r}"
+            )
+        c0, c1, c2, c3 = channels
+        self.backbone = create_backbone(backbone, pretrained=pretrained)
+        vit_channels = self.backbone.feature_info.channels()[-1]
+        self.down0 = Downsample(3, c0)
+        self.cnn_stem = SeparableConvBN(c0)
+        self.down1 = Downsample(c0, c0)
+        self.down2 = Downsample(c0, c1)
+        self.down3 = Downsample(c1, c2)  # never called (seed defect)
+        self.down4 = Downsample(c2, c3)  # never called (seed defect)
+        self.stages = _stages(channels, denotes, seed=True)
+        self.cnn = nn.Conv2d(c1, c2, 1, bias=False)
+        self.vit_conv = nn.Conv2d(vit_channels, c2 * 64, 1, bias=False)
+        self.cwf = SeedCWF(c2)
+        self.cnn2 = nn.Conv2d(c2, c3, 1, bias=False)
+        self.classer = nn.Conv2d(c3, num_classes, 1, bias=False)
+
+    def fuse_features(self, cnn_map: torch.Tensor, vit_map: torch.Tensor) -> torch.Tensor:
+        """cnn_map (B, C2, H/4, W/4), vit_map (B, Cv, H/32, W/32) -> fused (B, C2, H/4, W/4).
+
+        ``view`` re-reads the (B, 64*C2, H/32, W/32) memory as (B, C2, H/4, W/4): a value
+        computed at one place of the transformer map lands at unrelated places.
+        """
+        b = self.vit_conv(vit_map).view(cnn_map.shape)
+        return self.cwf(cnn_map, b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, "HAPEFormer (the seed)", multiple=32)
+        vit = self.backbone(x)[-1]  # (B, Cv, H/32, W/32), called first like the seed
+        y = self.cnn_stem(self.down0(x))  # (B, c0, H/2, W/2)
+        y = self.stages[0](self.down1(y))  # (B, c0, H/4, W/4)
+        y = self.stages[1](self.down2(y))  # (B, c1, H/8, W/8)
+        y = self.stages[2](self.cnn(y))  # (B, c2, H/8, W/8)
+        y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)  # H/4
+        y = self.stages[3](self.cnn2(self.fuse_features(y, vit)))  # (B, c3, H/4, W/4)
+        y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)  # H/2
+        y = self.classer(y)  # (B, K, H/2, W/2)
+        return F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# The corrected model
+# ----------------------------------------------------------------------------------------------
+
+
+class HAFormer(nn.Module):
+    """HAFormer, corrected: (B, 3, H, W) -> (B, num_classes, H, W) for any H, W >= 32.
+
+    Same topology and widths as the seed (CNN widths ``channels``, HAPE ``denotes``), with
+    each seed defect fixed:
+
+    * every parameter is used (no ``down3``/``down4``, parameter-free PEM);
+    * the stride-32 transformer map is projected by a 1x1 conv + BatchNorm to ``channels[2]``
+      and *bilinearly resized* to the CNN map's size. Interpolation keeps every value at its
+      place, costs 1/64 of the seed's 8192-channel conv (which PixelShuffle(8) would also
+      need), and works for any size: at 360x480 the stride-32 map is 12x15 and the stride-4 map
+      90x120, not an 8x multiple, so PixelShuffle could not align them;
+    * ``CWF`` fusion weighs the branches against each other per pixel and channel;
+    * every resize goes to an explicit size, so odd sizes (361x479) work.
+
+    Choices for accuracy per FLOP: corrected ``HAPEBlock`` (BatchNorm folded at inference, ReLU
+    inside the branches); stride-2 convs with BatchNorm + ReLU instead of the seed's biased
+    ones; the classifier (with a bias, for the class priors) runs at stride 4 and the logits are
+    resized once: a 1x1 conv commutes with bilinear resizing, so classifying the 64-channel map
+    at H/4 equals the seed's "upsample, classify, upsample" at a fraction of the cost.
+
+    Ablation switches (book ch. 12): ``use_pem=False`` (HAPE blocks without PEM),
+    ``use_transformer=False`` (CNN branch only, no backbone, no fusion),
+    ``fusion="seed"`` (the seed's SeedCWF) or ``"add"`` (plain sum).
+    ``pretrained=True`` loads timm's ImageNet weights into the backbone (no HAFormer weights
+    exist); it needs the network the first time.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 11,
+        backbone: str = "efficientvit_b1",
+        *,
+        pretrained: bool = False,
+        channels: Sequence[int] = SEED_CHANNELS,
+        denotes: Sequence[Sequence[int]] = SEED_DENOTES,
+        use_pem: bool = True,
+        use_transformer: bool = True,
+        fusion: str = "cwf",
+    ) -> None:
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
+        if pretrained and not use_transformer:
+            raise ValueError(
+                "pretrained=True loads backbone weights; use_transformer=False has none"
+            )
+        c0, c1, c2, c3 = channels
+        self.down0 = ConvBNAct(3, c0, 3, 2)  # (B, c0, H/2, W/2)
+        self.stem = nn.Sequential(ConvBNAct(c0, c0, 3, groups=c0), ConvBNAct(c0, c0, 1))
+        self.down1 = ConvBNAct(c0, c0, 3, 2)
+        self.down2 = ConvBNAct(c0, c1, 3, 2)
+        self.expand = ConvBNAct(c1, c2, 1)
+        self.stages = _stages(channels, denotes, use_pem=use_pem)
+        self.reduce = ConvBNAct(c2, c3, 1)
+        self.classifier = nn.Conv2d(c3, num_classes, 1)
+        self.backbone: nn.Module | None = None
+        self.proj: nn.Module | None = None
+        self.fusion: nn.Module | None = None
+        if use_transformer:
+            self.backbone = create_backbone(backbone, pretrained=pretrained, out_indices=(-1,))
+            vit_channels = self.backbone.feature_info.channels()[-1]
+            self.proj = ConvBNAct(vit_channels, c2, 1, act=False)
+            self.fusion = build_fusion(fusion, c2)
+
+    def fuse_features(self, cnn_map: torch.Tensor, vit_map: torch.Tensor) -> torch.Tensor:
+        """cnn_map (B, C2, h, w), vit_map (B, Cv, h', w') -> fused (B, C2, h, w).
+
+        The projected transformer map is bilinearly resized to (h, w), so each of its values
+        stays at its own place (only its neighbourhood changes).
+        """
+        if self.proj is None or self.fusion is None:
+            raise ValueError("this HAFormer was built with use_transformer=False: nothing to fuse")
+        b = self.proj(vit_map)  # (B, C2, h', w')
+        b = F.interpolate(b, size=cnn_map.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fusion(cnn_map, b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, "HAFormer")
+        y = self.stem(self.down0(x))  # (B, c0, H/2, W/2)
+        y4 = self.stages[0](self.down1(y))  # (B, c0, H/4, W/4)
+        y = self.stages[1](self.down2(y4))  # (B, c1, H/8, W/8)
+        y = self.stages[2](self.expand(y))  # (B, c2, H/8, W/8)
+        y = F.interpolate(y, size=y4.shape[-2:], mode="bilinear", align_corners=False)
+        if self.backbone is not None:
+            y = self.fuse_features(y, self.backbone(x)[-1])  # (B, c2, H/4, W/4)
+        y = self.stages[3](self.reduce(y))  # (B, c3, H/4, W/4)
+        logits = self.classifier(y)  # (B, K, H/4, W/4)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry (ours and timm's)
+# ----------------------------------------------------------------------------------------------
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+def _register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Add an entry point to our registry and to timm's (under the function's name)."""
+    _MODELS[fn.__name__] = fn
+    return _timm_register_model(fn)
+
+
+def _drop_timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """timm.create_model passes pretrained_cfg & co.; these models have no timm weights."""
+    return {k: v for k, v in kwargs.items() if k not in _TIMM_ONLY_KWARGS}
+
+
+@_register
+def hapeformer_seed(pretrained: bool = False, **kwargs: Any) -> HAPEFormer:
+    """The seed's model (``backbone="efficientvit_b2"`` default, or ``"efficientvit_b1"``)."""
+    return HAPEFormer(pretrained=pretrained, **_drop_timm_kwargs(kwargs))
+
+
+@_register
+def haformer_b0(pretrained: bool = False, **kwargs: Any) -> HAFormer:
+    """Corrected HAFormer on EfficientViT-B0: the smallest."""
+    return HAFormer(backbone="efficientvit_b0", pretrained=pretrained, **_drop_timm_kwargs(kwargs))
+
+
+@_register
+def haformer_b1(pretrained: bool = False, **kwargs: Any) -> HAFormer:
+    """Corrected HAFormer on EfficientViT-B1: the book's default."""
+    return HAFormer(backbone="efficientvit_b1", pretrained=pretrained, **_drop_timm_kwargs(kwargs))
+
+
+@_register
+def haformer_b2(pretrained: bool = False, **kwargs: Any) -> HAFormer:
+    """Corrected HAFormer on EfficientViT-B2: the largest."""
+    return HAFormer(backbone="efficientvit_b2", pretrained=pretrained, **_drop_timm_kwargs(kwargs))
+
+
+def list_models() -> list[str]:
+    """The names ``create_model`` accepts, sorted."""
+    return sorted(_MODELS)
+
+
+def create_model(
+    name: str, num_classes: int = 11, pretrained: bool = False, **kwargs: Any
+) -> nn.Module:
+    """Build a registered model: ``create_model("haformer_b1", num_classes=11)``.
+
+    ``pretrained=True`` loads timm's ImageNet weights into the EfficientViT backbone.
+    Extra ``kwargs`` go to the model class (for example ``use_pem=False``, or
+    ``backbone="efficientvit_b1"`` for ``hapeformer_seed``).
+    """
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return _MODELS[name](pretrained=pretrained, num_classes=num_classes, **kwargs)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from haformer.data.classes import IGNORE_INDEX
 from haformer.data.errors import DOWNLOAD_COMMAND, DatasetFormatError, DatasetNotFoundError

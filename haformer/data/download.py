@@ -44,7 +44,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from haformer.data.errors import DatasetError, DatasetFormatError, DownloadError
 from haformer.data.layout import SPLITS, format_split_list, label_dir, resolve_root

@@ -1,0 +1,410 @@
+"""How big and how fast: parameters, FLOPs, a layer table and an honest latency benchmark.
+
+Book chapters 7 and 11. Four tools and two commands:
+
+* :func:`count_parameters`: the number of parameters (trainable or not).
+* :func:`flop_count` / :func:`flop_analysis` / :func:`unsupported_ops`: fvcore's count.
+  **fvcore counts one multiply-add as one FLOP**, so its "GFLOPs" are GMACs; every total
+  printed here says so. fvcore has handles for convolutions, matmul/mm/bmm/addmm/einsum/linear,
+  batch/group/layer norm, adaptive average pooling, bilinear/nearest upsampling and
+  grid_sample. It leaves out element-wise work (``aten::add``, ``mul``, ``div``, ``sub``,
+  ``softmax``, ``sigmoid``, activations such as ``hardswish`` and ``relu6``) and ``aten::pad``,
+  by convention; :func:`unsupported_ops` lists them with their call counts so the book can show
+  what the total omits. Any *other* op without a handle is real compute missing from the
+  total (for example ``scaled_dot_product_attention``, ``baddbmm``, ``avg_pool2d``,
+  ``max_pool2d``): it raises a ``UserWarning``.
+* :func:`summary`: torchinfo's layer table (output shape and parameters per layer).
+* :func:`measure_latency`: eval mode, ``torch.inference_mode``, warm-up iterations, device
+  synchronisation around every timed call, median and 90th percentile of per-iteration times.
+
+Commands (see :func:`add_cli`)::
+
+    python -m haformer summary --model haformer_b1 --size 360x480
+    python -m haformer bench --model haformer_b1 --size 360x480 --batch 1 --device cpu --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from haformer.model import create_model, list_models
+from haformer.utils import parse_size
+
+if TYPE_CHECKING:
+    from fvcore.nn import FlopCountAnalysis
+    from torchinfo import ModelStatistics
+
+Size = tuple[int, int]
+
+# Ops fvcore leaves uncounted on purpose: element-wise arithmetic, activations and padding.
+ELEMENTWISE_OPS: frozenset[str] = frozenset(
+    f"aten::{name}{suffix}"
+    for name in (
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "neg",
+        "exp",
+        "pow",
+        "sqrt",
+        "rsqrt",
+        "softmax",
+        "log_softmax",
+        "sigmoid",
+        "tanh",
+        "relu",
+        "relu6",
+        "hardtanh",
+        "hardswish",
+        "hardsigmoid",
+        "gelu",
+        "silu",
+        "clamp",
+        "clamp_min",
+        "pad",
+        "constant_pad_nd",
+        "fill",
+        "zero",
+    )
+    for suffix in ("", "_")
+)
+FLOPS_LABEL = "GFLOPs (= GMACs: fvcore counts one multiply-add as one FLOP)"
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements of ``model`` (only ``requires_grad`` ones if asked)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters(), torch.empty(0)).device
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block, then restore its train/eval flag."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _import_fvcore() -> Any:
+    """fvcore.nn, imported without the FutureWarning its import triggers (torch.jit.script)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import fvcore.nn
+
+    return fvcore.nn
+
+
+def flop_analysis(model: nn.Module, size: Size = (360, 480), batch: int = 1) -> FlopCountAnalysis:
+    """fvcore's analysis of one forward pass of a (batch, 3, H, W) input, already computed.
+
+    Runs in eval mode under ``torch.inference_mode`` on the model's device (the CPU for a
+    freshly built model); the model's train/eval flag is restored afterwards. Use
+    ``.total()``, ``.by_operator()``, ``.by_module()`` and ``.unsupported_ops()`` on the
+    result. Tracing noise (TracerWarnings, fvcore's own logs) is silenced; an unsupported op
+    that is not in :data:`ELEMENTWISE_OPS` raises a ``UserWarning`` since the total misses it.
+    Errors of the model itself (such as a ``ValueError`` for a bad input size) propagate.
+    """
+    fvnn = _import_fvcore()
+    x = torch.randn(batch, 3, *size, device=_device_of(model))
+    with _eval_mode(model), torch.inference_mode():
+        analysis = fvnn.FlopCountAnalysis(model, x)  # hides TracerWarnings by default
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        analysis.total()  # runs the trace now, inside eval/inference mode; results are cached
+    missed = sorted(set(analysis.unsupported_ops()) - ELEMENTWISE_OPS)
+    if missed:
+        warnings.warn(
+            f"fvcore has no FLOP handle for {', '.join(missed)}: the total leaves them out",
+            stacklevel=2,
+        )
+    return analysis
+
+
+def flop_count(
+    model: nn.Module, size: Size = (360, 480), batch: int = 1, max_depth: int = 3
+) -> tuple[int, str]:
+    """fvcore total for a (batch, 3, H, W) input and its per-module table (markdown).
+
+    Returns ``(total, table)``: ``total`` in fvcore FLOPs, which are multiply-adds (divide by
+    1e9 for GFLOPs = GMACs); ``table`` is ``fvcore.nn.flop_count_table`` down to
+    ``max_depth``, with the flops column labelled as MACs.
+    """
+    analysis = flop_analysis(model, size, batch)
+    table = _import_fvcore().flop_count_table(analysis, max_depth=max_depth)
+    return int(analysis.total()), _realign(table.replace("#flops", "#flops (= MACs)", 1))
+
+
+def _realign(table: str) -> str:
+    """Re-pad a markdown table (header, ``|:---|`` row, body) so its columns line up again."""
+    lines = table.splitlines()
+    rows = [[cell.removeprefix(" ").rstrip() for cell in ln[1:-1].split("|")] for ln in lines]
+    del rows[1]  # the old |:---| row
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    rows.insert(1, [":" + "-" * (w - 1) for w in widths])
+    return "\n".join(
+        "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    )
+
+
+def unsupported_ops(model: nn.Module, size: Size = (360, 480), batch: int = 1) -> dict[str, int]:
+    """Ops fvcore did not count in one forward pass, with how often each ran."""
+    return dict(flop_analysis(model, size, batch).unsupported_ops())
+
+
+def summary(
+    model: nn.Module, size: Size = (360, 480), batch: int = 1, depth: int = 3
+) -> ModelStatistics:
+    """torchinfo summary of a (batch, 3, H, W) forward pass in eval mode; ``print`` it.
+
+    Columns: output size and parameter count, ``depth`` levels of modules deep (3 shows each
+    HAPE block of the models here). A ``ValueError`` raised by the model (bad input size)
+    propagates as itself, not wrapped in torchinfo's ``RuntimeError``.
+    """
+    import torchinfo
+
+    try:
+        return torchinfo.summary(
+            model,
+            input_size=(batch, 3, *size),
+            depth=depth,
+            col_names=("output_size", "num_params"),
+            device=_device_of(model),
+            mode="eval",
+            verbose=0,
+        )
+    except RuntimeError as err:
+        if isinstance(err.__cause__, ValueError):
+            raise err.__cause__ from None
+        raise
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def measure_latency(
+    model: nn.Module,
+    size: Size = (360, 480),
+    batch: int = 1,
+    device: str | torch.device = "cpu",
+    warmup: int = 10,
+    iters: int = 50,
+    channels_last: bool = False,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Time ``model`` on a random (batch, 3, H, W) input; per-iteration wall-clock statistics.
+
+    Method: the model is moved to ``device`` (in place, as ``nn.Module.to`` does; with
+    ``channels_last`` also converted to that memory format) and put in eval mode (its flag is
+    restored afterwards); every pass runs under ``torch.inference_mode``; ``warmup`` untimed
+    passes first (allocator, cuDNN/oneDNN algorithm choice, caches); then ``iters`` passes,
+    each timed with ``time.perf_counter`` between two device synchronisations, so the time
+    covers the whole pass and no queued GPU work leaks into the next one. ``threads`` sets
+    ``torch.set_num_threads`` for the measurement (restored afterwards).
+
+    Returns a dict: ``median_ms``, ``p90_ms``, ``mean_ms``, ``min_ms``, ``fps`` (images per
+    second, ``batch * 1000 / median_ms``), ``times_ms`` (every timed pass), and the settings
+    (``device``, ``size``, ``batch``, ``warmup``, ``iters``, ``threads``, ``channels_last``).
+    """
+    if iters < 1 or warmup < 0 or batch < 1:
+        raise ValueError(
+            f"need iters >= 1, warmup >= 0 and batch >= 1; got iters={iters}, warmup={warmup}, "
+            f"batch={batch}"
+        )
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} asked for, but this torch sees no CUDA GPU; use cpu")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        model.to(device=device, memory_format=fmt)
+        x = torch.randn(batch, 3, *size, device=device).contiguous(memory_format=fmt)
+        times: list[float] = []
+        with _eval_mode(model), torch.inference_mode():
+            for i in range(warmup + iters):
+                _synchronize(device)
+                start = time.perf_counter()
+                model(x)
+                _synchronize(device)
+                if i >= warmup:
+                    times.append((time.perf_counter() - start) * 1000.0)
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(saved_threads)
+    median = statistics.median(times)
+    return {
+        "median_ms": median,
+        "p90_ms": _percentile(times, 0.9),
+        "mean_ms": statistics.fmean(times),
+        "min_ms": min(times),
+        "fps": batch * 1000.0 / median,
+        "times_ms": times,
+        "device": str(device),
+        "size": list(size),
+        "batch": batch,
+        "warmup": warmup,
+        "iters": iters,
+        "threads": used_threads,
+        "channels_last": channels_last,
+    }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated ``q`` quantile (0 <= q <= 1) of ``values``."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def _build(args: argparse.Namespace) -> nn.Module:
+    """The model the command line names (``--threads`` applies to the whole command)."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    kwargs = {} if args.backbone is None else {"backbone": args.backbone}
+    if kwargs and args.model != "hapeformer_seed":
+        raise ValueError(
+            f"--backbone is for hapeformer_seed only; {args.model} names its backbone (pick "
+            "haformer_b0, haformer_b1 or haformer_b2 instead)"
+        )
+    return create_model(args.model, num_classes=args.num_classes, **kwargs)
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    size = parse_size(args.size)
+    model = _build(args)
+    total, table = flop_count(model, size, args.batch, max_depth=args.depth)
+    print(summary(model, size, args.batch, depth=args.depth))
+    print()
+    print(f"fvcore FLOP count, input {args.batch}x3x{size[0]}x{size[1]}:")
+    print(table)
+    print(f"Total: {total / 1e9:.3f} {FLOPS_LABEL}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    size = parse_size(args.size)
+    model = _build(args)
+    params = count_parameters(model)
+    gflops = flop_analysis(model, size, 1).total() / 1e9
+    lat = measure_latency(
+        model,
+        size,
+        batch=args.batch,
+        device=args.device,
+        warmup=args.warmup,
+        iters=args.iters,
+        channels_last=args.channels_last,
+    )
+    result = {
+        "model": args.model,
+        "backbone": args.backbone,
+        "params": params,
+        "gflops": round(gflops, 4),
+        "latency_ms": round(lat["median_ms"], 3),
+        "p90_ms": round(lat["p90_ms"], 3),
+        "fps": round(lat["fps"], 2),
+        "device": lat["device"],
+        "torch": torch.__version__,
+        "threads": lat["threads"],
+        "size": lat["size"],
+        "batch": lat["batch"],
+        "warmup": lat["warmup"],
+        "iters": lat["iters"],
+        "channels_last": lat["channels_last"],
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{args.model}: {params / 1e6:.3f} M params, {gflops:.3f} GFLOPs (= GMACs, per image), "
+            f"{lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f}) = {lat['fps']:.1f} fps "
+            f"at batch {args.batch}, {size[0]}x{size[1]}, {lat['device']}, "
+            f"{lat['threads']} threads, torch {torch.__version__}"
+        )
+    return 0
+
+
+def _guarded(command: Any) -> Any:
+    """Run ``command(args)``; a ValueError (bad size, unknown model) -> message, exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help=f"one of {', '.join(list_models())}")
+    parser.add_argument("--size", default="360x480", help="HEIGHTxWIDTH (default 360x480)")
+    parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    parser.add_argument("--num-classes", type=int, default=11, help="output classes (11)")
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        help="hapeformer_seed only: efficientvit_b2 (default) or efficientvit_b1",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (torch's default)"
+    )
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``summary`` and ``bench`` to ``python -m haformer``."""
+    p = subparsers.add_parser(
+        "summary",
+        help="torchinfo layer table and fvcore FLOP table of a model",
+        description="Print torchinfo's summary and fvcore's FLOP table; the total is in "
+        "GFLOPs = GMACs (fvcore counts one multiply-add as one FLOP).",
+    )
+    _add_model_args(p)
+    p.add_argument("--depth", type=int, default=3, help="module depth of both tables (3)")
+    p.set_defaults(func=_guarded(_cmd_summary))
+
+    p = subparsers.add_parser(
+        "bench",
+        help="parameters, GFLOPs and latency of a model",
+        description="Time a model (median of per-iteration times after warm-up) and count its "
+        "parameters and GFLOPs (= GMACs, per image at batch 1).",
+    )
+    _add_model_args(p)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed passes first (10)")
+    p.add_argument("--iters", type=int, default=50, help="timed passes (50)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_guarded(_cmd_bench))

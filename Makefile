@@ -24,4 +24,4 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --nbmake tests book
+	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --dist loadgroup --nbmake tests book

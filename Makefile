@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONSTRAINTS := $(if $(filter true 1,$(CI)),-c ci/constraints.txt,)
 CAMVID_MINI := $(abspath ../shared/data/camvid-mini)
-TEST_ENV := HF_HUB_OFFLINE=1 HAFORMER_SMOKE=1 $(if $(wildcard $(CAMVID_MINI)),CAMVID_ROOT=$(CAMVID_MINI),)
+TEST_ENV := OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HAFORMER_SMOKE=1 $(if $(wildcard $(CAMVID_MINI)),CAMVID_ROOT=$(CAMVID_MINI),)
 
 .PHONY: setup book test lint
 

@@ -18,11 +18,11 @@ class OhemCrossEntropy(nn.Module):
     """Online hard example mining: cross entropy over the hardest pixels only.
 
     A pixel is *hard* when the model gives its true class a probability below ``thresh``
-    (its unweighted loss exceeds ``-ln(thresh)``). The loss averages the weighted per-pixel
-    losses of the hard pixels; when fewer than ``min_kept`` pixels are hard, the ``min_kept``
-    pixels with the largest loss are used instead, so early in training (everything is hard)
-    this is plain cross entropy and late in training the easy road and sky pixels stop
-    dominating the gradient.
+    (its unweighted loss exceeds ``-ln(thresh)``). The loss is the weighted mean (divided by
+    the summed class weights, like ``nn.CrossEntropyLoss``) over the hard pixels; when fewer
+    than ``min_kept`` pixels are hard, the ``min_kept`` pixels with the largest loss are used
+    instead. Early in training (everything is hard) this is plain weighted cross entropy; late
+    in training the easy road and sky pixels stop dominating the gradient.
     """
 
     def __init__(
@@ -50,15 +50,16 @@ class OhemCrossEntropy(nn.Module):
         plain = plain[valid]
         if plain.numel() == 0:
             return logits.sum() * 0.0
-        weighted = plain
+        w = torch.ones_like(plain)
         if self.weight is not None:
-            weighted = plain * self.weight.to(plain.dtype)[target[valid]]
+            w = self.weight.to(plain.dtype)[target[valid]]
         hard = plain > self.loss_thresh
         if int(hard.sum()) < self.min_kept:
             k = min(self.min_kept, plain.numel())
-            keep = torch.topk(plain.detach(), k, sorted=False).indices
-            return weighted[keep].mean()
-        return weighted[hard].mean()
+            hard = torch.zeros_like(hard)
+            hard[torch.topk(plain.detach(), k, sorted=False).indices] = True
+        # normalised like nn.CrossEntropyLoss, so keeping every pixel gives plain weighted CE
+        return (plain[hard] * w[hard]).sum() / w[hard].sum()
 
 
 def build_loss(

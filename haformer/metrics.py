@@ -46,7 +46,7 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
     bad = (t < 0) | (t >= num_classes) | (p < 0) | (p >= num_classes)
     if bool(bad.any()):
         raise ValueError(
-            f"class ids must lie in 0..{num_classes - 1} (or {ignore_index} = ignore in the target); "
+            f"class ids must lie in 0..{num_classes - 1} ({ignore_index} = ignore, targets only); "
             f"got target values {t[bad].unique().tolist()[:8]} and predictions "
             f"{p[bad].unique().tolist()[:8]}"
         )
@@ -88,6 +88,13 @@ def _nanmean(values: Tensor) -> float:
     return float(defined.mean()) if defined.numel() else math.nan
 
 
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum ``tensor`` over all processes in place and return it (no-op without DDP)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
 class SegMetrics:
     """Running confusion matrix for a segmentation model, kept on ``device``.
 
@@ -116,14 +123,13 @@ class SegMetrics:
                 )
             output = output.argmax(dim=1)
         target = target.to(output.device)
-        self.matrix += confusion_matrix(
-            output, target, self.num_classes, self.ignore_index
-        ).to(self.matrix.device)
+        self.matrix += confusion_matrix(output, target, self.num_classes, self.ignore_index).to(
+            self.matrix.device
+        )
 
     def all_reduce(self) -> None:
         """Sum the matrix over all processes (no-op unless torch.distributed is initialised)."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+        all_reduce_sum(self.matrix)
 
     def compute(self) -> dict:
         """Scores of everything seen so far; see :func:`metrics_from_confusion`."""

@@ -1,7 +1,7 @@
 """The book: its notebooks, its repository URL, and its HTML build (Jupyter Book 1.x).
 
-The build (seconds to a minute) runs once per session, into a temporary folder, executing nothing: it
-renders the outputs committed in the notebooks, with warnings as errors.
+The build (seconds to a minute) runs once per session, into a temporary folder, executing
+nothing: it renders the outputs committed in the notebooks, with warnings as errors.
 """
 
 from __future__ import annotations

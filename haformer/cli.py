@@ -1,4 +1,6 @@
-"""``python -m haformer COMMAND``: one entry point, each command defined next to the code it runs.
+"""HAFormer command line: profile, download CamVid, train, evaluate, predict, export.
+
+``python -m haformer COMMAND``: one entry point, each command defined next to the code it runs.
 
 Every module in :data:`COMMAND_MODULES` exposes ``add_cli(subparsers)``, which adds its own
 sub-command(s) and sets ``func`` to the function that runs them.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,20 +12,12 @@ from PIL import Image
 from torch import nn
 
 from haformer.checkpoint import save_checkpoint
+from haformer.cli import main as _cli
 from haformer.data import NUM_CLASSES
-from haformer.evaluate import add_cli, evaluate, load_model, plot_confusion, segment
+from haformer.evaluate import evaluate, load_model, plot_confusion, segment
 from haformer.metrics import confusion_matrix, metrics_from_confusion
 from haformer.model import create_model
 from haformer.train import TrainConfig, config_dict
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy shared CPU, more threads spin and run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class _Oracle(nn.Module):
@@ -105,13 +96,6 @@ def test_load_model_rebuilds_the_network(checkpoint: Path, tmp_path: Path) -> No
     save_checkpoint(tmp_path / "foreign.pt", {"state_dict": {}})
     with pytest.raises(ValueError, match="not a haformer training checkpoint"):
         load_model(tmp_path / "foreign.pt")
-
-
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def test_evaluate_cli_json(checkpoint: Path, camvid_mini: Path, capsys) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
@@ -14,20 +13,12 @@ from torchvision.transforms import v2
 
 import haformer.train as train_module
 from haformer.checkpoint import load_checkpoint
+from haformer.cli import main as _cli
 from haformer.data import CamVid, DownloadError, eval_transforms
-from haformer.train import TrainConfig, add_cli, build_optimizer, build_scheduler, train
+from haformer.train import TrainConfig, build_optimizer, build_scheduler, train
 
 # timings that legitimately differ between two identical runs
 TIMING = ("images_per_s", "epoch_s")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy shared CPU, more threads spin and run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(root: Path, out: Path, **changes) -> TrainConfig:
@@ -208,13 +199,6 @@ def test_config_checks() -> None:
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TrainConfig(optimizer="lamb")
     assert TrainConfig(crop="180x240", scale="0.5,1.5", val_split="none").val_split is None
-
-
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def test_cli_train_and_resume(camvid_mini: Path, tmp_path: Path, capsys) -> None:

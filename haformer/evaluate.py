@@ -32,16 +32,8 @@ from haformer.data import CLASSES, IGNORE_INDEX, NUM_CLASSES, CamVid, colorize
 from haformer.data.errors import DatasetError
 from haformer.data.transforms import eval_transforms
 from haformer.metrics import SegMetrics, all_reduce_sum
-from haformer.model import create_model
+from haformer.model import create_model, input_multiple
 from haformer.utils import default_device, parse_size
-
-SIZE_MULTIPLE = {"hapeformer_seed": 32}
-"""Models that need input sides divisible by a number; others take any size."""
-
-
-def size_multiple(model_name: str) -> int:
-    """What the input sides of ``model_name`` must be divisible by (1: any size)."""
-    return SIZE_MULTIPLE.get(model_name, 1)
 
 
 def segment(
@@ -234,7 +226,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         device,
         config.get("num_classes", NUM_CLASSES),
         amp=args.amp,
-        multiple=size_multiple(config["model"]),
+        multiple=input_multiple(config["model"]),
         size=_input_size(args, config),
         progress=not args.json,
     )
@@ -261,7 +253,7 @@ def _run_predict(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"no image at {path}: pass paths of RGB images (PNG, JPEG)")
         with Image.open(path) as img:
             image = np.asarray(img.convert("RGB"))
-        ids = predict(model, image, size_multiple(config["model"]), _input_size(args, config))
+        ids = predict(model, image, input_multiple(config["model"]), _input_size(args, config))
         target = out / f"{path.stem}_overlay.png"
         Image.fromarray(overlay(image, ids, args.alpha)).save(target)
         print(f"{path} -> {target}")

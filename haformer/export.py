@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from haformer.fuse import fuse
-from haformer.model import HAPEFormer, create_model, list_models
+from haformer.model import create_model, input_multiple, list_models
 from haformer.utils import parse_size
 
 EXTRA_MODULES = ("onnx", "onnxruntime", "onnxscript")
@@ -47,11 +47,6 @@ def _require_extra() -> None:
                 f"ONNX export needs {', '.join(EXTRA_MODULES)}, and {name} is not installed: "
                 f"{INSTALL_HINT}"
             ) from err
-
-
-def size_multiple(model: nn.Module) -> int:
-    """What the model's input sides must be divisible by: 32 for the seed, else 1."""
-    return 32 if isinstance(model, HAPEFormer) else 1
 
 
 def _second_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
@@ -124,7 +119,7 @@ def export_onnx(
     """
     _require_extra()
     say = log or (lambda line: None)
-    multiple = size_multiple(model)
+    multiple = input_multiple(model)
     h, w = size
     if min(h, w) < 32 or h % multiple or w % multiple:
         raise ValueError(

@@ -29,6 +29,7 @@ __all__ = [
     "create_model",
     "list_models",
     "check_input",
+    "input_multiple",
     "hapeformer_seed",
     "haformer_b0",
     "haformer_b1",
@@ -126,6 +127,9 @@ class HAPEFormer(nn.Module):
     * fixed x2 upsampling, so only multiples of 32 work.
     """
 
+    input_multiple = 32
+    """Input sides must be divisible by this (the `view` and the fixed x2 upsampling)."""
+
     def __init__(
         self,
         num_classes: int = 6,
@@ -166,7 +170,7 @@ class HAPEFormer(nn.Module):
         return self.cwf(cnn_map, b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, "HAPEFormer (the seed)", multiple=32)
+        check_input(x, "HAPEFormer (the seed)", multiple=self.input_multiple)
         vit = self.backbone(x)[-1]  # (B, Cv, H/32, W/32), called first like the seed
         y = self.cnn_stem(self.down0(x))  # (B, c0, H/2, W/2)
         y = self.stages[0](self.down1(y))  # (B, c0, H/4, W/4)
@@ -211,6 +215,9 @@ class HAFormer(nn.Module):
     ``pretrained=True`` loads timm's ImageNet weights into the backbone (no HAFormer weights
     exist); it needs the network the first time.
     """
+
+    input_multiple = 1
+    """Any input side >= 32 works: everything is resized to explicit sizes."""
 
     def __init__(
         self,
@@ -280,13 +287,21 @@ class HAFormer(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_CLASSES: dict[str, type[nn.Module]] = {}
 _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
-def _register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Add an entry point to our registry and to timm's (under the function's name)."""
-    _MODELS[fn.__name__] = fn
-    return _timm_register_model(fn)
+def _register(
+    cls: type[nn.Module],
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Add an entry point building a ``cls`` to our registry and to timm's (by function name)."""
+
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _MODELS[fn.__name__] = fn
+        _CLASSES[fn.__name__] = cls
+        return _timm_register_model(fn)
+
+    return add
 
 
 def _drop_timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -294,28 +309,37 @@ def _drop_timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k not in _TIMM_ONLY_KWARGS}
 
 
-@_register
+@_register(HAPEFormer)
 def hapeformer_seed(pretrained: bool = False, **kwargs: Any) -> HAPEFormer:
     """The seed's model (``backbone="efficientvit_b2"`` default, or ``"efficientvit_b1"``)."""
     return HAPEFormer(pretrained=pretrained, **_drop_timm_kwargs(kwargs))
 
 
-@_register
+@_register(HAFormer)
 def haformer_b0(pretrained: bool = False, **kwargs: Any) -> HAFormer:
     """Corrected HAFormer on EfficientViT-B0: the smallest."""
     return HAFormer(backbone="efficientvit_b0", pretrained=pretrained, **_drop_timm_kwargs(kwargs))
 
 
-@_register
+@_register(HAFormer)
 def haformer_b1(pretrained: bool = False, **kwargs: Any) -> HAFormer:
     """Corrected HAFormer on EfficientViT-B1: the book's default."""
     return HAFormer(backbone="efficientvit_b1", pretrained=pretrained, **_drop_timm_kwargs(kwargs))
 
 
-@_register
+@_register(HAFormer)
 def haformer_b2(pretrained: bool = False, **kwargs: Any) -> HAFormer:
     """Corrected HAFormer on EfficientViT-B2: the largest."""
     return HAFormer(backbone="efficientvit_b2", pretrained=pretrained, **_drop_timm_kwargs(kwargs))
+
+
+def input_multiple(model: nn.Module | str) -> int:
+    """What a model's input sides must be divisible by (a model or a registered name)."""
+    if isinstance(model, str):
+        if model not in _CLASSES:
+            raise ValueError(f"unknown model {model!r}; known models: {', '.join(list_models())}")
+        return _CLASSES[model].input_multiple
+    return getattr(model, "input_multiple", 1)
 
 
 def list_models() -> list[str]:

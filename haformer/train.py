@@ -57,10 +57,10 @@ from haformer.data import (
 )
 from haformer.data.errors import DatasetError, DatasetNotFoundError
 from haformer.data.transforms import eval_transforms, train_transforms
-from haformer.evaluate import evaluate, size_multiple
+from haformer.evaluate import evaluate
 from haformer.losses import build_loss
 from haformer.metrics import SegMetrics, all_reduce_sum
-from haformer.model import create_model
+from haformer.model import create_model, input_multiple
 from haformer.utils import default_device, parse_size, seed_everything
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -156,7 +156,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "val_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
-        multiple = size_multiple(self.model)
+        multiple = input_multiple(self.model)
         if self.crop[0] % multiple or self.crop[1] % multiple:
             raise ValueError(
                 f"{self.model} needs input sides divisible by {multiple}; crop is "
@@ -301,7 +301,7 @@ def _train(
             final = evaluate(
                 model, val_loader, run.device, cfg.num_classes, IGNORE_INDEX,
                 criterion=criterion, amp=use_amp, channels_last=cfg.channels_last,
-                multiple=size_multiple(cfg.model), size=cfg.eval_size,
+                multiple=input_multiple(cfg.model), size=cfg.eval_size,
             )  # fmt: skip
             row.update(_val_columns(final))
             if progress["best_miou"] is None or final["miou"] > progress["best_miou"]:

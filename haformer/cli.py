@@ -30,15 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; bad data or a failed download is reported in one line, not a traceback."""
-    from haformer.data import DatasetError
+    """Run one command; a user's mistake (exit 2) or a failure of the environment (exit 1) is
+    reported in one line, not a traceback."""
+    from haformer.errors import EnvironmentFailure, UsageError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except DatasetError as error:
+    except (UsageError, EnvironmentFailure) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
 
 
 if __name__ == "__main__":

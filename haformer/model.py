@@ -22,6 +22,7 @@ from haformer.backbone import create_backbone
 from haformer.fusion import FUSIONS, SeedCWF, build_fusion
 from haformer.hape import HAPEBlock
 from haformer.layers import ConvBNAct
+from haformer.peers import PEERS, create_peer
 
 __all__ = [
     "HAFormer",
@@ -336,6 +337,8 @@ def haformer_b2(pretrained: bool = False, **kwargs: Any) -> HAFormer:
 def input_multiple(model: nn.Module | str) -> int:
     """What a model's input sides must be divisible by (a model or a registered name)."""
     if isinstance(model, str):
+        if model in PEERS:
+            return PEERS[model].input_multiple
         if model not in _CLASSES:
             raise ValueError(f"unknown model {model!r}; known models: {', '.join(list_models())}")
         return _CLASSES[model].input_multiple
@@ -354,8 +357,13 @@ def create_model(
 
     ``pretrained=True`` loads timm's ImageNet weights into the EfficientViT backbone.
     Extra ``kwargs`` go to the model class (for example ``use_pem=False``, or
-    ``backbone="efficientvit_b1"`` for ``hapeformer_seed``).
+    ``backbone="efficientvit_b1"`` for ``hapeformer_seed``). The names of
+    ``haformer.peers.list_peers()`` build those networks instead (random weights, no kwargs).
     """
+    if name in PEERS:
+        if pretrained or kwargs:
+            raise ValueError(f"the peer {name!r} takes no pretrained weights nor model kwargs")
+        return create_peer(name, num_classes)
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return _MODELS[name](pretrained=pretrained, num_classes=num_classes, **kwargs)

@@ -5,10 +5,12 @@ The command line prints ``str(error)`` without a traceback for any :class:`Datas
 
 from __future__ import annotations
 
+from haformer.errors import EnvironmentFailure, UsageError
+
 DOWNLOAD_COMMAND = "python -m haformer download --root {root}"
 
 
-class DatasetError(Exception):
+class DatasetError(UsageError):
     """Base class of every data problem the user can fix (missing, damaged or wrong files)."""
 
 
@@ -20,5 +22,5 @@ class DatasetFormatError(DatasetError, ValueError):
     """A file exists but holds the wrong thing: bad PNG, sizes, label values, checksum."""
 
 
-class DownloadError(DatasetError, OSError):
-    """The download itself failed (network, server, interrupted transfer)."""
+class DownloadError(EnvironmentFailure, OSError):
+    """The download itself failed (network, server, interrupted transfer): exit code 1."""

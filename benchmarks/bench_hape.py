@@ -4,7 +4,7 @@ For every HAPEBlock configuration of the seed model, at the feature-map size tha
 for a ``--size`` input (default 360x480: 90x120 at stride 4, 45x60 at stride 8), in ONE process:
 
 1. build the plain transcription of the seed's code (``seed_hape_transcription.HAPEBlock``) and
-   ``haformer.hape.HAPEBlock(..., seed=True)``, copy the transcription's weights into ours
+   ``haformer.hape.BranchHAPEBlock(..., seed=True)``, copy the transcription's weights into ours
    (state-dict copy; only the ``PEMs`` -> ``pems`` key prefix differs) and assert that both
    give the same output (atol 1e-5);
 2. count, once, the aten ops each forward pass dispatches and the bytes of the new tensors
@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from haformer.hape import HAPEBlock
+from haformer.hape import BranchHAPEBlock
 from haformer.model import SEED_CHANNELS, SEED_DENOTES
 from haformer.profile import count_parameters
 from haformer.utils import parse_size
@@ -59,7 +59,7 @@ def feature_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
 def paired_blocks(channels: int, denote: int) -> tuple[nn.Module, nn.Module]:
     """The transcription and our seed-exact block with the same weights, both in eval mode."""
     theirs = TranscribedHAPEBlock(channels, denote)
-    ours = HAPEBlock(channels, denote, seed=True)
+    ours = BranchHAPEBlock(channels, denote, seed=True)
     state = {k.replace("PEMs.", "pems.", 1): v for k, v in theirs.state_dict().items()}
     ours.load_state_dict(state, strict=True)
     return theirs.eval(), ours.eval()
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     print(
-        f"HAPEBlock: seed transcription vs haformer HAPEBlock(seed=True), input {size[0]}x"
+        f"HAPEBlock: seed transcription vs haformer BranchHAPEBlock(seed=True), input {size[0]}x"
         f"{size[1]}, batch {args.batch}, CPU, {torch.get_num_threads()} thread(s), "
         f"{args.warmup} warm-up + {args.iters} timed passes each, interleaved; "
         f"torch {torch.__version__}\n"

@@ -5,7 +5,7 @@ This file is *not* part of the package and nothing else may import it. It copies
 ``spec/seed-README.md`` statement for statement (only reformatted to the project's line length,
 with ``super().__init__()`` and without the README's example usage), so that
 ``benchmarks/bench_hape.py`` can time the package's seed-exact block,
-``haformer.hape.HAPEBlock(seed=True)``, against the code the seed actually ran. The forward
+``haformer.hape.BranchHAPEBlock(seed=True)``, against the code the seed actually ran. The forward
 passes are left exactly as written (``sum`` over a Python list, ``nn.ReLU6()`` built inside
 ``forward``, ``.contiguous()`` in the shuffle): those are what the benchmark measures.
 Use ``haformer.HAPEBlock`` for anything else.

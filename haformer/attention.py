@@ -19,7 +19,7 @@ FLOPs follow fvcore's convention throughout: one fused multiply-add counts as on
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,17 +34,27 @@ _TIMM_PREFIXES = {
 }
 
 
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    """Raise a ValueError unless q, k: (..., N_q / N, d) and v: (..., N, d_v) fit together."""
+def _check_qkv(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, channels_first: bool = False
+) -> None:
+    """Raise a ValueError unless q, k: (..., N_q / N, d) and v: (..., N, d_v) fit together
+    (with ``channels_first``: q, k (..., d, N_q / N), v (..., d_v, N))."""
+    layout = "(..., channels, tokens)" if channels_first else "(..., tokens, channels)"
     if q.ndim < 2 or q.ndim != k.ndim or k.ndim != v.ndim:
         raise ValueError(
-            "q, k, v must have the same number (>= 2) of dimensions (..., tokens, channels); "
+            f"q, k, v must have the same number (>= 2) of dimensions {layout}; "
             f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+    chans, tokens = (-2, -1) if channels_first else (-1, -2)
+    if q.shape[chans] != k.shape[chans] or k.shape[tokens] != v.shape[tokens]:
+        expected = (
+            "q (..., d, N_q), k (..., d, N), v (..., d_v, N)"
+            if channels_first
+            else "q (..., N_q, d), k (..., N, d), v (..., N, d_v)"
+        )
         raise ValueError(
-            "expected q (..., N_q, d), k (..., N, d), v (..., N, d_v): q and k share d, "
-            f"k and v share N; got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+            f"expected {expected}: q and k share d, k and v share N; "
+            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
 
 
@@ -67,27 +77,46 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
 
 
 def relu_linear_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-5
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eps: float = 1e-5,
+    *,
+    channels_first: bool = False,
 ) -> torch.Tensor:
     """ReLU linear attention: ``relu(q) @ (relu(k)^T v)``, normalised row by row.
 
     q: (..., N_q, d), k: (..., N, d), v: (..., N, d_v) -> (..., N_q, d_v), in v's dtype.
     Cost N * d * (d_v + 1) + N_q * d * (d_v + 1) multiply-adds: linear in the token count.
+    ``channels_first=True`` takes and returns every tensor transposed, (..., d, N), the layout a
+    conv's output has once its pixels are flattened (what ``MultiScaleLinearAttention`` uses: no
+    transposes); it computes the same numbers.
 
     As in timm, v gets an extra column of ones, so the same two matmuls also give the
     normaliser ``relu(q_i) . sum_j relu(k_j)`` in the last column; ``eps`` keeps a query
     whose ReLU is all zero at output 0 instead of 0/0. The sums run over all N tokens, so
     the products are taken in float32 with autocast off, whatever the input dtype.
     """
-    _check_qkv(q, k, v)
-    dtype = v.dtype
+    _check_qkv(q, k, v, channels_first)
+    dtype, chans = v.dtype, -2 if channels_first else -1
     with _autocast_disabled(v.device.type):
-        q, k = F.relu(q).float(), F.relu(k).float()  # the kernel: features >= 0
-        v = F.pad(v.float(), (0, 1), mode="constant", value=1.0)  # (..., N, d_v + 1)
-        kv = torch.matmul(k.transpose(-1, -2), v)  # (..., d, d_v + 1): N summed away once
-        out = torch.matmul(q, kv)  # (..., N_q, d_v + 1)
-        out = out[..., :-1] / (out[..., -1:] + eps)  # (..., N_q, d_v)
-    return out.to(dtype)
+        q, k = _float32(F.relu(q)), _float32(F.relu(k))  # the kernel: features >= 0
+        ones = (0, 0, 0, 1) if channels_first else (0, 1)
+        v = F.pad(_float32(v), ones, mode="constant", value=1.0)  # d_v + 1 channels
+        if channels_first:
+            kv = torch.matmul(v, k.transpose(-1, -2))  # (..., d_v + 1, d): N summed away once
+            out = torch.matmul(kv, q)  # (..., d_v + 1, N_q)
+        else:
+            kv = torch.matmul(k.transpose(-1, -2), v)  # (..., d, d_v + 1): N summed away once
+            out = torch.matmul(q, kv)  # (..., N_q, d_v + 1)
+        out, norm = out.split((out.shape[chans] - 1, 1), dim=chans)  # values, normaliser
+        out = out / (norm + eps)
+    return out if out.dtype == dtype else out.to(dtype)
+
+
+def _float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 (no operation at all when it already is)."""
+    return x if x.dtype == torch.float32 else x.float()
 
 
 def attention_flops(
@@ -172,10 +201,10 @@ class MultiScaleLinearAttention(nn.Module):
         qkv = self.qkv(x)  # (B, 3*inner, H, W)
         qkv = torch.cat([qkv] + [branch(qkv) for branch in self.aggregate], dim=1)
         # (B, 3*inner*(1+S), H, W): each group of 3*head_dim channels is one head's [q|k|v]
-        qkv = qkv.reshape(B, -1, 3 * self.head_dim, H * W).transpose(-1, -2)
-        q, k, v = qkv.chunk(3, dim=-1)  # each (B, heads*(1+S), N, head_dim)
-        out = relu_linear_attention(q, k, v, self.eps)  # (B, heads*(1+S), N, head_dim)
-        out = out.transpose(-1, -2).reshape(B, -1, H, W)  # (B, inner*(1+S), H, W)
+        qkv = qkv.view(B, -1, 3 * self.head_dim, H * W)  # (B, heads*(1+S), 3*head_dim, N)
+        q, k, v = qkv.split(self.head_dim, dim=2)  # each (B, heads*(1+S), head_dim, N)
+        out = relu_linear_attention(q, k, v, self.eps, channels_first=True)  # same shape
+        out = out.reshape(B, -1, H, W)  # (B, inner*(1+S), H, W)
         return self.norm(self.proj(out))  # (B, out_channels, H, W)
 
     @classmethod
@@ -195,6 +224,17 @@ class MultiScaleLinearAttention(nn.Module):
             module.norm.eps, module.norm.momentum = timm_norm.eps, timm_norm.momentum
         module.load_timm_weights(lite_mla)
         return module.to(qkv_conv.weight).train(lite_mla.training)  # its device and dtype
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        """Also load timm ``LiteMLA`` keys (checkpoints saved when the models ran timm's module)."""
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix) :]
+            old = next((p for p in _TIMM_PREFIXES if rest.startswith(p)), None)
+            if old is not None:
+                state_dict[prefix + _TIMM_PREFIXES[old] + rest[len(old) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def load_timm_weights(self, lite_mla: nn.Module) -> None:
         """Copy the weights and BatchNorm statistics of timm's ``LiteMLA`` ``lite_mla``.

@@ -19,7 +19,10 @@ from collections.abc import Iterator, Sequence
 from urllib.parse import urlparse
 
 import timm
+from timm.models.efficientvit_mit import LiteMLA
 from torch import nn
+
+from haformer.attention import MultiScaleLinearAttention
 
 PROBE_TIMEOUT_S = 3.0
 _TRUE = {"1", "true", "yes", "on"}
@@ -60,17 +63,44 @@ def _cache_only(enabled: bool) -> Iterator[None]:
         constants.HF_HUB_OFFLINE = saved
 
 
+def use_package_modules(backbone: nn.Module) -> nn.Module:
+    """In place: swap timm's modules for the book's, weights and all; returns ``backbone``.
+
+    Every ``LiteMLA`` becomes a :class:`~haformer.attention.MultiScaleLinearAttention` holding
+    its weights (the attention chapter 5 builds; same outputs), and every ``Dropout(p=0)``
+    (timm puts one in front of each conv; the identity, train or eval) goes, which saves an
+    operation per convolution. Parameters and their values are unchanged.
+    """
+    for parent in list(backbone.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, LiteMLA):
+                setattr(parent, name, MultiScaleLinearAttention.from_timm(child))
+            elif isinstance(child, nn.Dropout) and child.p == 0:
+                setattr(parent, name, nn.Identity())
+    return backbone
+
+
 def create_backbone(
     name: str = "efficientvit_b1",
     *,
     pretrained: bool = False,
     out_indices: Sequence[int] | None = None,
+    package_modules: bool = False,
 ) -> nn.Module:
     """timm ``name`` with ``features_only=True``; ``out_indices`` picks levels (None: all).
 
-    Raises ValueError for a name timm does not know, and RuntimeError (within a few seconds)
-    when ``pretrained=True`` and the weights are neither reachable nor cached.
+    ``package_modules=True`` runs the book's attention in it (:func:`use_package_modules`);
+    the seed's model keeps timm's modules. Raises ValueError for a name timm does not know, and
+    RuntimeError (within a few seconds) when ``pretrained=True`` and the weights are neither
+    reachable nor cached.
     """
+    backbone = _create_timm_backbone(name, pretrained=pretrained, out_indices=out_indices)
+    return use_package_modules(backbone) if package_modules else backbone
+
+
+def _create_timm_backbone(
+    name: str, *, pretrained: bool, out_indices: Sequence[int] | None
+) -> nn.Module:
     if not timm.is_model(name):
         known = ", ".join(timm.list_models("efficientvit_b*"))
         raise ValueError(f"unknown backbone {name!r}; timm's EfficientViT models are: {known}")

@@ -4,19 +4,20 @@
 It applies the steps of :data:`STEPS` in order; each is also a public function working in
 place, so that what each one buys can be measured (``benchmarks/bench_fuse.py``):
 
+0. ``unstack_hape_blocks``: the models' stacked ``HAPEBlock``s become the equivalent
+   per-branch ``BranchHAPEBlock``s, whose branches the next steps fold and compose one by one.
 1. ``fold_batchnorms``: at inference a BatchNorm is a per-channel affine map, so the
    convolution right before it absorbs it: ``w' = w * g / sqrt(v + eps)``,
    ``b' = (b - m) * g / sqrt(v + eps) + beta``. Done in our ``nn.Sequential`` stacks, in timm's
    ``ConvNormAct`` (the whole EfficientViT backbone) and in the seed's ``SeparableConvBN``; the
    ``Dropout`` and ``Identity`` placeholders met on the way (identities at inference) go too.
-2. ``merge_hape_blocks``: a HAPE block runs ``denote`` thin branches one after the other, each
-   of 2 or 4 convolutions on only ``C / denote`` channels; at batch 1 their cost is mostly
-   per-operation overhead. Each branch is linear up to its activation, and a depthwise conv
-   followed by a 1x1 conv *is* one dense conv, so every thin branch becomes two dense convs;
-   branches of the same shape are then stacked: one conv for all their first stages (they read
-   the same input) and one grouped conv for their second stages. ``FusedHAPEBlock`` applies the
-   PEMs and the branch sum with a few batched operations: a denote-16 block drops from about
-   180 tensor operations to about 30.
+2. ``merge_hape_blocks``: a per-branch HAPE block runs ``denote`` thin branches one after the
+   other, each of 2 or 4 convolutions on only ``C / denote`` channels; at batch 1 their cost
+   is mostly per-operation overhead. Each branch is linear up to its activation, and a
+   depthwise conv followed by a 1x1 conv *is* one dense conv, so every thin branch becomes two
+   dense convs; branches of the same shape are then stacked: one conv for all their first
+   stages (they read the same input) and one grouped conv for their second stages.
+   ``FusedHAPEBlock`` applies the PEMs and the branch sum with a few batched operations.
 3. ``pool_seed_fusion`` (the seed only): the seed's fusion computes two 2C x 2C 1x1 convs at
    full resolution only to average the result; the average commutes with them, so
    ``FusedSeedCWF`` averages first and applies one (2C -> C) matrix to a vector.
@@ -37,8 +38,9 @@ from timm.models.efficientvit_mit import ConvNormAct
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from haformer.attention import MultiScaleLinearAttention
 from haformer.fusion import SeedCWF
-from haformer.hape import HAPEBlock
+from haformer.hape import BranchHAPEBlock, HAPEBlock
 from haformer.layers import DepthwiseSeparableConv, channel_shuffle
 from haformer.model import SeparableConvBN
 from haformer.pem import PEM, SeedPEM
@@ -53,6 +55,7 @@ __all__ = [
     "fuse",
     "merge_hape_blocks",
     "pool_seed_fusion",
+    "unstack_hape_blocks",
 ]
 
 
@@ -114,9 +117,15 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
     """In place: fold every BatchNorm2d that directly follows a Conv2d into it.
 
     Handles ``nn.Sequential`` stacks (``ConvBNAct``, the HAPE branches, ...), timm's
-    ``ConvNormAct`` and the seed's ``SeparableConvBN``; drops Dropout and Identity entries of
-    the stacks it visits. BatchNorms in other places are left as they are. Returns ``model``.
+    ``ConvNormAct``, the seed's ``SeparableConvBN`` and the attention's ``proj`` + ``norm``;
+    drops Dropout and Identity entries of the stacks it visits. BatchNorms in other places are
+    left as they are. Returns ``model``.
     """
+    for module in model.modules():
+        if isinstance(module, MultiScaleLinearAttention) and isinstance(
+            module.norm, nn.BatchNorm2d
+        ):
+            module.proj, module.norm = _fold(module.proj, module.norm), nn.Identity()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             unwrap = _UNWRAP.get(type(child))
@@ -130,6 +139,22 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
 # ----------------------------------------------------------------------------------------------
 # HAPE branch merging
 # ----------------------------------------------------------------------------------------------
+
+
+def unstack_hape_blocks(model: nn.Module) -> nn.Module:
+    """In place: every stacked ``HAPEBlock`` becomes the equivalent ``BranchHAPEBlock``.
+
+    The stacked block is built for training (a constant number of ops with few parameters);
+    at inference each branch's BatchNorm can fold into its own convs and its depthwise +
+    pointwise pairs compose into dense kernels, which the per-branch form exposes to the next
+    two steps.
+    """
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, HAPEBlock):
+                setattr(parent, name, child.to_branch_block())
+    return model
+
 
 MAX_COMPOSED_WIDTH = 16
 """Widest branch (channels ``h``) whose depthwise + pointwise pairs are composed into dense
@@ -253,7 +278,7 @@ class FusedHAPEBlock(nn.Module):
 
     def __init__(
         self,
-        block: HAPEBlock,
+        block: BranchHAPEBlock,
         conv_in: nn.Conv2d,
         branches: list[nn.Module],
         counts: list[int],
@@ -299,7 +324,7 @@ def _pointwise(module: nn.Module) -> nn.Conv2d | None:
     return stack[0][0]
 
 
-def _merge(block: HAPEBlock) -> FusedHAPEBlock | None:
+def _merge(block: BranchHAPEBlock) -> FusedHAPEBlock | None:
     """The fused equivalent of a BatchNorm-folded HAPE block; None (block left as it is) if
     the block is not built the way this code expects."""
     conv_in, conv_out = _pointwise(block.conv_in), _pointwise(block.conv_out)
@@ -329,10 +354,10 @@ def _merge(block: HAPEBlock) -> FusedHAPEBlock | None:
 
 
 def merge_hape_blocks(model: nn.Module) -> nn.Module:
-    """In place: replace every BatchNorm-folded HAPEBlock by a ``FusedHAPEBlock``."""
+    """In place: replace every BatchNorm-folded ``BranchHAPEBlock`` by a ``FusedHAPEBlock``."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, HAPEBlock):
+            if isinstance(child, BranchHAPEBlock):
                 merged = _merge(child)
                 if merged is not None:
                     setattr(parent, name, merged)
@@ -439,6 +464,7 @@ def backbone_channels_last(model: nn.Module) -> nn.Module:
 
 
 STEPS: tuple[tuple[str, Callable[[nn.Module], nn.Module]], ...] = (
+    ("per-branch HAPE", unstack_hape_blocks),
     ("fold BatchNorm", fold_batchnorms),
     ("merge HAPE branches", merge_hape_blocks),
     ("pool-first seed fusion", pool_seed_fusion),

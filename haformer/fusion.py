@@ -84,8 +84,7 @@ class CWF(nn.Module):
         return torch.sigmoid(self.mix(torch.cat([a, b], dim=1)))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        w = self.gate(a, b)
-        return b + w * (a - b)  # == w * a + (1 - w) * b, one multiply fewer
+        return torch.lerp(b, a, self.gate(a, b))  # b + w * (a - b) == w * a + (1 - w) * b
 
 
 class AddFusion(nn.Module):

@@ -20,7 +20,7 @@ from torch import nn
 
 from haformer.backbone import create_backbone
 from haformer.fusion import FUSIONS, SeedCWF, build_fusion
-from haformer.hape import HAPEBlock
+from haformer.hape import BranchHAPEBlock, HAPEBlock
 from haformer.layers import ConvBNAct
 from haformer.peers import PEERS, create_peer
 
@@ -71,15 +71,18 @@ def check_input(x: Any, model: str, multiple: int = 1) -> None:
 
 
 def _stages(
-    channels: Sequence[int], denotes: Sequence[Sequence[int]], **block_kwargs: Any
+    block: type[nn.Module],
+    channels: Sequence[int],
+    denotes: Sequence[Sequence[int]],
+    **block_kwargs: Any,
 ) -> nn.ModuleList:
-    """One nn.Sequential of HAPEBlocks per stage: stage i has channels[i], one block per denote."""
+    """One nn.Sequential of ``block``s per stage: stage i has channels[i], one block per denote."""
     if len(channels) != 4 or len(denotes) != 4:
         raise ValueError(
             f"expected 4 stage widths and 4 denote lists; got {len(channels)} and {len(denotes)}"
         )
     return nn.ModuleList(
-        nn.Sequential(*(HAPEBlock(c, d, **block_kwargs) for d in stage))
+        nn.Sequential(*(block(c, d, **block_kwargs) for d in stage))
         for c, stage in zip(channels, denotes, strict=True)
     )
 
@@ -154,7 +157,7 @@ class HAPEFormer(nn.Module):
         self.down2 = Downsample(c0, c1)
         self.down3 = Downsample(c1, c2)  # never called (seed defect)
         self.down4 = Downsample(c2, c3)  # never called (seed defect)
-        self.stages = _stages(channels, denotes, seed=True)
+        self.stages = _stages(BranchHAPEBlock, channels, denotes, seed=True)
         self.cnn = nn.Conv2d(c1, c2, 1, bias=False)
         self.vit_conv = nn.Conv2d(vit_channels, c2 * 64, 1, bias=False)
         self.cwf = SeedCWF(c2)
@@ -245,14 +248,16 @@ class HAFormer(nn.Module):
         self.down1 = ConvBNAct(c0, c0, 3, 2)
         self.down2 = ConvBNAct(c0, c1, 3, 2)
         self.expand = ConvBNAct(c1, c2, 1)
-        self.stages = _stages(channels, denotes, use_pem=use_pem)
+        self.stages = _stages(HAPEBlock, channels, denotes, use_pem=use_pem)
         self.reduce = ConvBNAct(c2, c3, 1)
         self.classifier = nn.Conv2d(c3, num_classes, 1)
         self.backbone: nn.Module | None = None
         self.proj: nn.Module | None = None
         self.fusion: nn.Module | None = None
         if use_transformer:
-            self.backbone = create_backbone(backbone, pretrained=pretrained, out_indices=(-1,))
+            self.backbone = create_backbone(
+                backbone, pretrained=pretrained, out_indices=(-1,), package_modules=True
+            )
             vit_channels = self.backbone.feature_info.channels()[-1]
             self.proj = ConvBNAct(vit_channels, c2, 1, act=False)
             self.fusion = build_fusion(fusion, c2)

@@ -16,6 +16,18 @@ def excite(x: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
     return x * torch.softmax(pooled, dim=1) + x
 
 
+def excite_and_sum(z: torch.Tensor, branches: int) -> torch.Tensor:
+    """``sum_t PEM(z_t)`` for ``branches`` maps stacked along channels, in 5 operations.
+
+    z (B, n*h, H, W) = [z_1 | ... | z_n] -> (B, h, H, W). Each branch gets its own softmax over
+    its own h channels, exactly as ``sum(PEM()(z_t) for z_t in z.chunk(n, 1))``.
+    """
+    b, c, height, width = z.shape
+    z = z.view(b, branches, c // branches, height, width)  # (B, n, h, H, W)
+    weights = torch.softmax(z.mean((3, 4), keepdim=True), dim=2)  # (B, n, h, 1, 1)
+    return torch.addcmul(z, z, weights).sum(1)  # sum_t (z_t * A_t + z_t): (B, h, H, W)
+
+
 class PEM(nn.Module):
     """Parameter-free PEM (corrected): (B, C, H, W) -> (B, C, H, W).
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from haformer.hape import HAPEBlock
+from haformer.hape import BranchHAPEBlock
 from haformer.model import create_model
 from haformer.pem import SeedPEM
 
 SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "seed-README.md"
 # Our class names that differ from the seed's table (same module, book-friendly name).
-ALIASES = {"SeedCWF": "cwFModule"}
+ALIASES = {"SeedCWF": "cwFModule", "BranchHAPEBlock": "HAPEBlock"}
 ROW = re.compile(
     r"^[\s│├└─]*(?P<name>[A-Za-z_]\w*)(?::\s*(?P<depth>\d+)-\d+)?\s+"
     r"(?P<shape>\[[\d,\s]+\]|--)\s+(?P<params>[\d,]+|--|\(recursive\))\s*$"
@@ -61,7 +61,7 @@ def seed_table() -> list[tuple[str, int, str, str]]:
     ],
 )
 def test_seed_hape_block_params(channels: int, denote: int, expected: int) -> None:
-    assert n_params(HAPEBlock(channels, denote, seed=True)) == expected
+    assert n_params(BranchHAPEBlock(channels, denote, seed=True)) == expected
 
 
 def test_seed_param_totals() -> None:
@@ -69,7 +69,7 @@ def test_seed_param_totals() -> None:
     b1 = create_model("hapeformer_seed", num_classes=6, backbone="efficientvit_b1")
     assert n_params(b2) == 18_663_080
     assert n_params(b1) == 7_281_432
-    blocks = [m for m in b2.modules() if isinstance(m, HAPEBlock)]
+    blocks = [m for m in b2.modules() if isinstance(m, BranchHAPEBlock)]
     assert sum(n_params(m) for m in blocks) == 178_872
     unused_fc = sum(n_params(m.fc) for m in b2.modules() if isinstance(m, SeedPEM))
     assert unused_fc == 27_040

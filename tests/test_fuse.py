@@ -18,7 +18,7 @@ from haformer.fuse import (
     merge_hape_blocks,
 )
 from haformer.fusion import SeedCWF
-from haformer.hape import HAPEBlock
+from haformer.hape import BranchHAPEBlock, HAPEBlock
 from haformer.model import HAFormer, create_model, list_models
 
 TOLERANCE = 1e-4  # max abs difference, relative to the largest output magnitude
@@ -86,7 +86,7 @@ def test_fused_model_matches_and_leaves_the_original_alone(name, kwargs, size):
     assert count_batchnorms(fused) == 0
     assert not fused.training and not any(p.requires_grad for p in fused.parameters())
     assert any(isinstance(m, FusedHAPEBlock) for m in fused.modules())
-    assert not any(isinstance(m, HAPEBlock) for m in fused.modules())
+    assert not any(isinstance(m, (HAPEBlock, BranchHAPEBlock)) for m in fused.modules())
     assert isinstance(fused.backbone, ChannelsLast)
     # the original: same weights and statistics, same modules, still trainable
     after = model.state_dict()
@@ -140,7 +140,7 @@ BLOCK_CASES = [
 
 @pytest.mark.parametrize(("channels", "denote", "kwargs"), BLOCK_CASES)
 def test_fused_hape_block_matches_at_odd_sizes(channels, denote, kwargs):
-    block = randomize_batchnorms(HAPEBlock(channels, denote, **kwargs)).eval()
+    block = randomize_batchnorms(BranchHAPEBlock(channels, denote, **kwargs)).eval()
     merged = merge_hape_blocks(fold_batchnorms(nn.Sequential(copy.deepcopy(block))))[0]
     assert isinstance(merged, FusedHAPEBlock)
     x = torch.randn(2, channels, 13, 9)  # smaller than the 7-tap kernels' reach on one side
@@ -148,8 +148,18 @@ def test_fused_hape_block_matches_at_odd_sizes(channels, denote, kwargs):
         assert_same(block(x), merged(x))
 
 
+@pytest.mark.parametrize(("channels", "denote", "use_pem"), [(64, 16, True), (32, 2, False)])
+def test_fuse_turns_a_stacked_block_into_a_merged_one(channels, denote, use_pem):
+    block = randomize_batchnorms(HAPEBlock(channels, denote, use_pem=use_pem)).eval()
+    fused = fuse(nn.Sequential(block))[0]
+    assert isinstance(fused, FusedHAPEBlock)
+    x = torch.randn(2, channels, 13, 9)
+    with torch.inference_mode():
+        assert_same(block(x), fused(x))
+
+
 def test_merging_cuts_the_launches_of_a_thin_block():
-    block = HAPEBlock(128, 16).eval()
+    block = BranchHAPEBlock(128, 16).eval()
     merged = fuse(nn.Sequential(block))[0]
     x = torch.randn(1, 128, 12, 16)
     # conv_in + conv_out + 4 full branches x 2 convs + 12 depthwise ones x 4 = 58 convs;
@@ -159,10 +169,10 @@ def test_merging_cuts_the_launches_of_a_thin_block():
 
 
 def test_a_block_of_unexpected_shape_is_left_as_it_is():
-    block = HAPEBlock(32, 2).eval()
+    block = BranchHAPEBlock(32, 2).eval()
     block.convs[1].append(nn.GELU())  # a non-linearity the merger does not know
     fused = fuse(nn.Sequential(block))[0]
-    assert isinstance(fused, HAPEBlock)
+    assert isinstance(fused, BranchHAPEBlock)
     x = torch.randn(1, 32, 8, 8)
     with torch.inference_mode():
         assert_same(block(x), fused(x))
@@ -179,4 +189,4 @@ def test_pool_first_seed_fusion_matches(size):
 
 def test_steps_are_named_in_order():
     names = [name for name, _ in STEPS]
-    assert names[0] == "fold BatchNorm" and len(set(names)) == len(names)
+    assert names[:2] == ["per-branch HAPE", "fold BatchNorm"] and len(set(names)) == len(names)

@@ -241,6 +241,8 @@ def test_cli_download_flag_fetches_into_the_data_root(
 
     monkeypatch.setattr(train_module, "download_camvid", fake_download)
     root = str(tmp_path / "camvid")
-    assert _cli(["train", "--data-root", root, "--out", str(tmp_path), "--download"]) == 1  # a network failure: exit 1
+    assert (
+        _cli(["train", "--data-root", root, "--out", str(tmp_path), "--download"]) == 1
+    )  # a network failure: exit 1
     assert calls == [root]
     assert "no network here" in capsys.readouterr().err

@@ -4,20 +4,22 @@
 It applies the steps of :data:`STEPS` in order; each is also a public function working in
 place, so that what each one buys can be measured (``benchmarks/bench_fuse.py``):
 
-0. ``unstack_hape_blocks``: the models' stacked ``HAPEBlock``s become the equivalent
-   per-branch ``BranchHAPEBlock``s, whose branches the next steps fold and compose one by one.
 1. ``fold_batchnorms``: at inference a BatchNorm is a per-channel affine map, so the
    convolution right before it absorbs it: ``w' = w * g / sqrt(v + eps)``,
    ``b' = (b - m) * g / sqrt(v + eps) + beta``. Done in our ``nn.Sequential`` stacks, in timm's
-   ``ConvNormAct`` (the whole EfficientViT backbone) and in the seed's ``SeparableConvBN``; the
-   ``Dropout`` and ``Identity`` placeholders met on the way (identities at inference) go too.
-2. ``merge_hape_blocks``: a per-branch HAPE block runs ``denote`` thin branches one after the
-   other, each of 2 or 4 convolutions on only ``C / denote`` channels; at batch 1 their cost
-   is mostly per-operation overhead. Each branch is linear up to its activation, and a
-   depthwise conv followed by a 1x1 conv *is* one dense conv, so every thin branch becomes two
-   dense convs; branches of the same shape are then stacked: one conv for all their first
-   stages (they read the same input) and one grouped conv for their second stages.
-   ``FusedHAPEBlock`` applies the PEMs and the branch sum with a few batched operations.
+   ``ConvNormAct`` (the whole EfficientViT backbone), the attention's ``proj``, the seed's
+   ``SeparableConvBN``, and the stacked HAPE branches (their one BatchNorm over all branches is
+   split between the last convs of the dense and of the depthwise branches); the ``Dropout``
+   and ``Identity`` placeholders met on the way (identities at inference) go too.
+2. ``merge_hape_blocks`` (the seed's per-branch blocks): a per-branch HAPE block runs
+   ``denote`` thin branches one after the other, each of 2 or 4 convolutions on only
+   ``C / denote`` channels; at batch 1 their cost is mostly per-operation overhead. Each
+   branch is linear up to its activation, and a depthwise conv followed by a 1x1 conv *is*
+   one dense conv, so every thin branch becomes two dense convs; branches of the same shape
+   are then stacked: one conv for all their first stages (they read the same input) and one
+   grouped conv for their second stages. ``FusedHAPEBlock`` applies the PEMs and the branch
+   sum with a few batched operations. (The corrected models' ``HAPEBlock`` is stacked
+   already; step 1 folds its BatchNorms.)
 3. ``pool_seed_fusion`` (the seed only): the seed's fusion computes two 2C x 2C 1x1 convs at
    full resolution only to average the result; the average commutes with them, so
    ``FusedSeedCWF`` averages first and applies one (2C -> C) matrix to a vector.
@@ -40,7 +42,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from haformer.attention import MultiScaleLinearAttention
 from haformer.fusion import SeedCWF
-from haformer.hape import BranchHAPEBlock, HAPEBlock
+from haformer.hape import BranchHAPEBlock, HAPEBlock, HAPEBranches
 from haformer.layers import DepthwiseSeparableConv, channel_shuffle
 from haformer.model import SeparableConvBN
 from haformer.pem import PEM, SeedPEM
@@ -113,6 +115,25 @@ def _unwrap_separable_conv_bn(module: SeparableConvBN) -> nn.Module:
 _UNWRAP = {ConvNormAct: _unwrap_conv_norm_act, SeparableConvBN: _unwrap_separable_conv_bn}
 
 
+def _batchnorm_slice(bn: nn.BatchNorm2d, start: int, stop: int) -> nn.BatchNorm2d:
+    """Channels ``[start, stop)`` of ``bn`` as a BatchNorm2d of their own (eval statistics)."""
+    part = nn.BatchNorm2d(stop - start, eps=bn.eps).to(bn.weight).eval()
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(part, name).data.copy_(getattr(bn, name)[start:stop])
+    return part
+
+
+def _fold_hape_branches(branches: HAPEBranches) -> None:
+    """In place: the BatchNorm over all stacked branches folds into the two convs that end
+    them, ``dense2`` (the dense branches' channels) and the last grouped 1x1 (the others')."""
+    bn, dense = branches.bn, branches.dense2.out_channels
+    branches.dense2 = _fold(branches.dense2, _batchnorm_slice(bn, 0, dense))
+    if branches.depthwise is not None:
+        last = branches.depthwise[-1]
+        branches.depthwise[-1] = _fold(last, _batchnorm_slice(bn, dense, bn.num_features))
+    branches.bn = nn.Identity()
+
+
 def fold_batchnorms(model: nn.Module) -> nn.Module:
     """In place: fold every BatchNorm2d that directly follows a Conv2d into it.
 
@@ -126,6 +147,8 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
             module.norm, nn.BatchNorm2d
         ):
             module.proj, module.norm = _fold(module.proj, module.norm), nn.Identity()
+        elif isinstance(module, HAPEBranches) and isinstance(module.bn, nn.BatchNorm2d):
+            _fold_hape_branches(module)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             unwrap = _UNWRAP.get(type(child))
@@ -142,13 +165,9 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
 
 
 def unstack_hape_blocks(model: nn.Module) -> nn.Module:
-    """In place: every stacked ``HAPEBlock`` becomes the equivalent ``BranchHAPEBlock``.
-
-    The stacked block is built for training (a constant number of ops with few parameters);
-    at inference each branch's BatchNorm can fold into its own convs and its depthwise +
-    pointwise pairs compose into dense kernels, which the per-branch form exposes to the next
-    two steps.
-    """
+    """In place: every stacked ``HAPEBlock`` becomes the equivalent ``BranchHAPEBlock``: the
+    network as the paper draws it (and as the package ran it before it stacked the branches),
+    for comparisons; ``fuse`` keeps the stacked blocks, which run fewer operations."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, HAPEBlock):
@@ -464,7 +483,6 @@ def backbone_channels_last(model: nn.Module) -> nn.Module:
 
 
 STEPS: tuple[tuple[str, Callable[[nn.Module], nn.Module]], ...] = (
-    ("per-branch HAPE", unstack_hape_blocks),
     ("fold BatchNorm", fold_batchnorms),
     ("merge HAPE branches", merge_hape_blocks),
     ("pool-first seed fusion", pool_seed_fusion),

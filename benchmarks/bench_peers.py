@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             "gmacs": flop_analysis(model, size).total() / 1e9,
             "ops": sum(count_ops(model, x).values()),
         }
-        models[label] = (model, size)
+        models[label] = (model, x)
         print(f"built {label}: {rows[label]['ops']} ops", file=sys.stderr)
     latency = interleaved_latency(
         models,

@@ -53,24 +53,23 @@ def _summary(times: Mapping[str, list[float]], reference: str | None) -> dict[st
 
 
 def interleaved_latency(
-    models: Mapping[str, tuple[nn.Module, Size]],
+    models: Mapping[str, tuple[nn.Module, torch.Tensor]],
     *,
-    batch: int = 1,
     rounds: int = 10,
     per_round: int = 5,
     warmup: int = 5,
     reference: str | None = None,
 ) -> dict[str, dict]:
-    """Median inference latency of each ``name: (model, (H, W))``, measured in interleaved rounds.
+    """Median inference latency of each ``name: (module, input)``, in interleaved rounds.
 
-    CPU only (the caller sets ``torch.set_num_threads``). Every model runs in eval mode under
-    ``torch.inference_mode`` on a fixed random (batch, 3, H, W) input. Returns {name: {median_ms,
-    min_ms, n, times_ms, ratio}}, ``ratio`` = median / the ``reference`` model's median.
+    CPU only (the caller sets ``torch.set_num_threads``). Every module runs in eval mode under
+    ``torch.inference_mode`` on its fixed input (for a network, a (1, 3, H, W) image; for a
+    block, a feature map). Returns {name: {median_ms, min_ms, n, times_ms, ratio}}, ``ratio``
+    = median / the ``reference`` module's median.
     """
     steps = {}
-    for name, (model, size) in models.items():
+    for name, (model, x) in models.items():
         model.eval()
-        x = torch.randn(batch, 3, *size)
 
         def step(model: nn.Module = model, x: torch.Tensor = x) -> None:
             with torch.inference_mode():

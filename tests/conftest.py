@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from book_build import Build, build_book
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # One thread per test process: pytest-xdist runs two workers on CI's two cores, and two
@@ -37,6 +38,12 @@ def camvid_mini() -> Path:
 def camvid_full() -> Path:
     """The full SegNet CamVid copy (367/101/233 pairs)."""
     return _dataset("camvid")
+
+
+@pytest.fixture(scope="session")
+def book(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """The book built once per session into a temporary folder (tests/book_build.py)."""
+    return build_book(tmp_path_factory.mktemp("book"))
 
 
 @pytest.fixture(autouse=True)

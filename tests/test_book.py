@@ -1,7 +1,8 @@
 """The book: its notebooks, its repository URL, and its HTML build (Jupyter Book 1.x).
 
 The build (seconds to a minute) runs once per session, into a temporary folder, executing
-nothing: it renders the outputs committed in the notebooks, with warnings as errors.
+nothing: it renders the outputs committed in the notebooks, with warnings as errors (the
+``book`` fixture of conftest.py, shared with test_browser.py).
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
+from book_build import Build
 from bs4 import BeautifulSoup
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,29 +158,6 @@ def test_notebook_executed_cleanly(chapter: str) -> None:
 
 
 # --- the HTML build --------------------------------------------------------------------------
-
-
-@dataclass
-class Build:
-    returncode: int
-    log: str
-    html: Path  # <output>/_build/html
-
-
-@pytest.fixture(scope="session")
-def book(tmp_path_factory: pytest.TempPathFactory) -> Build:
-    """``jupyter-book build . --all -W -n --keep-going`` into a temporary folder."""
-    exe = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(REPO)]
-    out = tmp_path_factory.mktemp("book")
-    proc = subprocess.run(
-        [*cmd, "--all", "-W", "-n", "--keep-going", "--path-output", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=900,
-    )
-    return Build(proc.returncode, proc.stdout + proc.stderr, out / "_build" / "html")
 
 
 def _page(book: Build, chapter: str) -> BeautifulSoup:

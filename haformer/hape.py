@@ -184,7 +184,9 @@ class StackedDepthwise(nn.Module):
         and reused until ``taps`` changes (in place, as an optimizer or ``load_state_dict``
         does, or by moving the module), so inference runs only the convolution.
         """
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or self.taps.is_inference():
+            # (an inference tensor, as made by copying the model under inference_mode, has no
+            # version counter to tell when it changes: rebuild every time)
             return self.zeros.masked_scatter(self.mask, self.taps)
         key = (self.taps._version, self.taps.data_ptr(), torch.is_inference_mode_enabled())
         if self._kernel is None or self._kernel_key != key:

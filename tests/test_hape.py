@@ -3,6 +3,8 @@ stacked ``HAPEBlock`` computing exactly what the per-branch ``BranchHAPEBlock`` 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -196,3 +198,13 @@ def test_inference_kernel_follows_the_weights() -> None:
     with torch.inference_mode():
         torch.testing.assert_close(after, reference(x))
     assert not torch.allclose(before, after)
+
+
+def test_a_block_copied_under_inference_mode_still_runs() -> None:
+    """Parameters copied under inference_mode are inference tensors (no version counter)."""
+    block = randomize(HAPEBlock(64, 8)).eval()
+    x = torch.randn(1, 64, 9, 9)
+    with torch.inference_mode():
+        copied = copy.deepcopy(block)
+        assert copied.branches.depthwise[0].taps.is_inference()
+        torch.testing.assert_close(copied(x), block(x))

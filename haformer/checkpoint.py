@@ -1,53 +1,106 @@
-"""Checkpoints that are safe to write and safe to read.
+"""Files that are safe to write and checkpoints that are safe to read.
 
-- :func:`save_checkpoint` writes to a temporary file in the target folder, flushes it to disk
-  and renames it over the target (``os.replace`` is atomic on one file system), so a crash or
-  a full disk leaves either the old checkpoint or the new one, never half a file.
+- :func:`atomic_write` writes to a temporary file in the target folder, flushes it to disk and
+  renames it over the target (``os.replace`` is atomic on one file system), so a crash or a
+  full disk leaves either the old file or the new one, never half a file. Checkpoints,
+  ``history.csv`` and ``curves.png`` are all written this way; :func:`remove_stale_temp_files`
+  deletes the temporary files a killed process left behind.
+- :func:`save_checkpoint` serialises in memory first, then writes the bytes: torch's zip writer
+  turns a full disk into ``unexpected pos ...``, a plain write reports ``No space left on
+  device``, which becomes a one-line :class:`~haformer.errors.EnvironmentFailure`.
 - :func:`load_checkpoint` always uses ``torch.load(..., weights_only=True)``: only tensors and
   plain Python values (dict, list, tuple, str, int, float, bool, None) can come back, and a
-  file with pickled code in it is refused instead of run.
-- :func:`rng_state` / :func:`set_rng_state` capture Python, NumPy and torch (CPU and CUDA)
-  random states as such plain values, so a resumed run draws the same numbers.
+  file with pickled code in it is refused instead of run. Every unreadable file raises a
+  :class:`CheckpointError` (a user's mistake, exit code 2) that names the file.
+- :func:`rng_state` / :func:`set_rng_state` capture Python, NumPy and torch random states
+  (CPU, and the CUDA device the run uses) as plain values, so a resumed run draws the same
+  numbers, on a machine with fewer GPUs too.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
 import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
+from haformer.errors import MissingFileError, UsageError
+from haformer.utils import write_failure
 
-class UnsafeCheckpointError(ValueError):
+TEMP_SUFFIX = ".tmp"
+
+
+class CheckpointError(UsageError, ValueError):
+    """A checkpoint file that cannot be used: truncated, empty, not a checkpoint, wrong model."""
+
+
+class CheckpointNotFoundError(MissingFileError):
+    """No checkpoint file at the path given."""
+
+
+class UnsafeCheckpointError(CheckpointError):
     """The file holds something other than tensors and plain Python values."""
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file + fsync + ``os.replace``).
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(f)`` on a temporary binary file beside ``path``, then move it over ``path``.
 
-    ``state`` must hold only tensors and plain Python values; anything else would be refused
-    by :func:`load_checkpoint`, so it is refused here, before the write.
+    Raises :class:`~haformer.errors.EnvironmentFailure` (one line) when the disk is full or
+    the folder is read-only; the old file at ``path``, if any, is left untouched and no
+    temporary file stays behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _check_plain(state, "state")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as err:
+        raise write_failure(path, err) from err
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failure(path, err) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left for ``names`` in ``folder`` (a
+    process killed mid-write leaves one); returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    for name in names:
+        for tmp in folder.glob(f".{name}.*{TEMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (see :func:`atomic_write`).
+
+    ``state`` must hold only tensors and plain Python values; anything else would be refused
+    by :func:`load_checkpoint`, so it is refused here, before the write.
+    """
+    _check_plain(state, "state")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(
@@ -56,14 +109,19 @@ def load_checkpoint(
     """Read a checkpoint with ``weights_only=True``.
 
     Raises:
-        FileNotFoundError: no file at ``path``.
+        CheckpointNotFoundError: no file at ``path`` (a FileNotFoundError).
         UnsafeCheckpointError: the file holds pickled objects other than tensors and plain
             values (it could run code when unpickled), or is not a dict.
-        ValueError: the file is not a readable torch checkpoint (truncated, corrupted).
+        CheckpointError: the file is not a readable torch checkpoint (empty, truncated,
+            corrupted, unreadable); a ValueError.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: pass the path of a .pt file")
+        what = "a folder" if path.is_dir() else "no file"
+        raise CheckpointNotFoundError(
+            f"no checkpoint at {path} ({what} there): pass the path of a .pt file such as "
+            "last.pt or best.pt from `python -m haformer train`"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -72,14 +130,22 @@ def load_checkpoint(
             f"values, which could run code when unpickled ({_culprit(err)}). Only load "
             "checkpoints written by haformer.checkpoint.save_checkpoint"
         ) from err
-    except RuntimeError as err:
-        raise ValueError(
-            f"{path} is not a readable torch checkpoint ({str(err).splitlines()[0]}); "
-            "it may be truncated or corrupted: use an intact copy"
+    except PermissionError as err:
+        raise CheckpointError(f"cannot read {path}: {err.strerror}; check its permissions") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        reason = "it is empty" if path.stat().st_size == 0 else _first_line(err)
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint ({reason}); it may be truncated or "
+            "corrupted: use an intact copy"
         ) from err
     if not isinstance(state, dict):
         raise UnsafeCheckpointError(f"{path} holds a {type(state).__name__}, expected a dict")
     return state
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _culprit(err: Exception) -> str:
@@ -89,8 +155,10 @@ def _culprit(err: Exception) -> str:
     return (named or lines or ["unknown object"])[0]
 
 
-def rng_state() -> dict[str, Any]:
-    """Random states of Python, NumPy and torch (CPU and every CUDA device) as plain values."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Random states of Python, NumPy and torch's CPU generator as plain values, plus the
+    generator of ``device`` when it is a CUDA device (the one this process uses, not every
+    visible GPU: a run resumed on a machine with fewer GPUs must still find its own)."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
@@ -98,20 +166,28 @@ def rng_state() -> dict[str, Any]:
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured (CUDA states only where CUDA is present)."""
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore what :func:`rng_state` captured; the CUDA state goes to ``device`` (if it is a
+    CUDA device). Checkpoints of older versions hold ``"cuda"``, a list with one state per
+    visible GPU: there the entry of ``device``'s index is used, if it exists."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device is None or device.type != "cuda":
+        return
+    saved = state.get("cuda_device")
+    if saved is None and state.get("cuda"):
+        index = device.index or 0
+        saved = state["cuda"][index] if index < len(state["cuda"]) else None
+    if saved is not None:
+        torch.cuda.set_rng_state(saved, device)
 
 
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype, torch.device)

@@ -22,3 +22,19 @@ class EnvironmentFailure(Exception):
     """A failure of the machine or network, not of the user's input nor of our code."""
 
     exit_code = 1
+
+
+class ConfigError(UsageError, ValueError):
+    """A setting or argument that cannot work (unknown model, bad size, empty scale range)."""
+
+
+class MissingFileError(UsageError, FileNotFoundError):
+    """A file the user named does not exist (or is a folder where a file is needed)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with a message saying where the work stands (for example the ``--resume``
+    command of a training run). Still a ``KeyboardInterrupt``, so notebooks stop as usual.
+    Exit code 130, as a shell reports for SIGINT."""
+
+    exit_code = 130

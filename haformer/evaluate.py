@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,36 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 from tqdm import tqdm
 
-from haformer.checkpoint import load_checkpoint
-from haformer.data import CLASSES, IGNORE_INDEX, NUM_CLASSES, CamVid, colorize
-from haformer.data.errors import DatasetError
+from haformer.checkpoint import atomic_write
+from haformer.data import CLASSES, IGNORE_INDEX, NUM_CLASSES, SPLIT_CHOICES, CamVid, colorize
 from haformer.data.transforms import eval_transforms
+from haformer.errors import ConfigError, MissingFileError, UsageError
 from haformer.metrics import SegMetrics, all_reduce_sum
-from haformer.model import create_model, input_multiple
-from haformer.utils import default_device, parse_size
+from haformer.model import input_multiple, load_model
+from haformer.utils import (
+    accumulator_device,
+    amp_dtype,
+    ensure_dir,
+    eval_mode,
+    parse_size,
+    resolve_device,
+)
+
+__all__ = [
+    "evaluate",
+    "format_table",
+    "load_model",
+    "overlay",
+    "plot_confusion",
+    "predict",
+    "segment",
+]
 
 
 def segment(
@@ -47,6 +63,9 @@ def segment(
     normalisation) and the padding is cropped off the logits.
     """
     h, w = images.shape[-2:]
+    weight = next(model.parameters(), None)
+    if weight is not None and images.is_floating_point() and images.dtype != weight.dtype:
+        images = images.to(weight.dtype)  # float64/float16 inputs run at the model's precision
     if size is not None and tuple(size) != (h, w):
         images = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
     ih, iw = images.shape[-2:]
@@ -78,9 +97,13 @@ def evaluate(
 
     ``multiple`` and ``size`` are passed to :func:`segment` (padding for models that need
     divisible sides, resizing for models trained at reduced resolution); scores are always
-    computed at the label resolution. The confusion matrix stays on ``device``; under
-    torch.distributed each process scores its own shard and the counts (and the loss) are
-    summed over all processes before scoring.
+    computed at the label resolution. The confusion matrix stays on ``device`` and nothing
+    waits for the device until the end; under torch.distributed each process scores its own
+    shard and the counts (and the loss) are summed over all processes before scoring. The
+    model's train/eval flag is restored afterwards.
+
+    Raises UsageError if the model gave NaN or infinite logits (NaN in the inputs, or a
+    diverged model): scores of such outputs would mean nothing.
 
     Returns:
         :func:`haformer.metrics.metrics_from_confusion`'s dict (``miou``, ``iou``,
@@ -88,56 +111,41 @@ def evaluate(
         list, rows = target) and, with a ``criterion``, ``loss`` (mean over batches).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     metrics = SegMetrics(num_classes, ignore_index, device=device)
-    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, batches)
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    for images, masks in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        masks = masks.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=amp):
-            logits = segment(model, images, multiple, size)
-            if criterion is not None:
-                loss_sum += torch.stack(
-                    [criterion(logits.float(), masks).double(), loss_sum.new_ones(())]
+    # (sum of losses, batches, batches with non-finite logits), float64 where the device has it
+    totals = torch.zeros(3, dtype=torch.float64, device=accumulator_device(device))
+    with eval_mode(model):
+        for images, masks in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            masks = masks.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype(device), enabled=amp):
+                logits = segment(model, images, multiple, size)
+                loss = (
+                    criterion(logits.float(), masks)
+                    if criterion is not None
+                    else logits.new_zeros(())
                 )
-        metrics.update(logits, masks)
-    model.train(was_training)
+            bad = (~torch.isfinite(logits)).any()
+            step = torch.stack(
+                [loss.detach().double(), torch.ones_like(loss, dtype=torch.float64), bad.double()]
+            )
+            totals += step.to(totals.device)
+            metrics.update(logits, masks)
+    all_reduce_sum(totals)
     metrics.all_reduce()
+    total, batches, nonfinite = totals.tolist()
+    if nonfinite:
+        raise UsageError(
+            f"the model gave NaN or infinite logits for {int(nonfinite)} of {int(batches)} "
+            "batches: the inputs hold NaN/inf values, or the weights have diverged"
+        )
     result = metrics.compute()
     result["confusion"] = metrics.matrix.tolist()
     if criterion is not None:
-        total, batches = all_reduce_sum(loss_sum).tolist()
         result["loss"] = total / batches if batches else math.nan
     return result
-
-
-def load_model(
-    checkpoint: str | Path, device: torch.device | str = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a haformer checkpoint was trained as, with its weights, in eval mode.
-
-    Returns ``(model, config)`` where ``config`` is the training configuration stored in the
-    checkpoint (a dict; ``config["model"]`` is the registry name).
-    """
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    config = state.get("config")
-    if not isinstance(config, dict) or "model" not in config or "model" not in state:
-        raise ValueError(
-            f"{checkpoint} is not a haformer training checkpoint (it needs 'model' weights and a "
-            "'config' with the model name); use last.pt or best.pt from `python -m haformer train`"
-        )
-    model = create_model(
-        config["model"],
-        num_classes=config.get("num_classes", NUM_CLASSES),
-        pretrained=False,
-        **config.get("model_kwargs", {}),
-    )
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), config
 
 
 @torch.no_grad()
@@ -149,7 +157,8 @@ def predict(
     pixels = tv_tensors.Image(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1))
     dummy = tv_tensors.Mask(torch.zeros(image.shape[:2], dtype=torch.uint8))
     tensor, _ = eval_transforms()(pixels, dummy)
-    logits = segment(model.eval(), tensor[None].to(device), multiple, size)
+    with eval_mode(model):
+        logits = segment(model, tensor[None].to(device), multiple, size)
     return logits.argmax(dim=1)[0].cpu().numpy()
 
 
@@ -211,7 +220,9 @@ def _json_value(value: Any) -> Any:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    device = torch.device(args.device) if args.device else default_device()
+    _check_counts(args, "batch_size", "workers")
+    device = resolve_device(args.device)
+    size = _input_size(args.size)
     model, config = load_model(args.checkpoint, device)
     dataset = CamVid(args.data_root, args.split, transforms=eval_transforms())
     loader = DataLoader(
@@ -226,8 +237,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         device,
         config.get("num_classes", NUM_CLASSES),
         amp=args.amp,
-        multiple=input_multiple(config["model"]),
-        size=_input_size(args, config),
+        multiple=input_multiple(model),
+        size=size or _trained_size(config),
         progress=not args.json,
     )
     if args.json:
@@ -244,41 +255,58 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    device = torch.device(args.device) if args.device else default_device()
-    model, config = load_model(args.checkpoint, device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in map(Path, args.images):
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ConfigError(f"--alpha is the colour weight, between 0 and 1; got {args.alpha}")
+    device = resolve_device(args.device)
+    size = _input_size(args.size)
+    paths = [Path(p) for p in args.images]
+    for path in paths:  # every input is checked before the first prediction
         if not path.is_file():
-            raise FileNotFoundError(f"no image at {path}: pass paths of RGB images (PNG, JPEG)")
-        with Image.open(path) as img:
-            image = np.asarray(img.convert("RGB"))
-        ids = predict(model, image, input_multiple(config["model"]), _input_size(args, config))
+            what = "a folder" if path.is_dir() else "no file"
+            raise MissingFileError(
+                f"no image at {path} ({what} there): pass paths of RGB images (PNG, JPEG)"
+            )
+    out = ensure_dir(args.out, "--out")
+    model, config = load_model(args.checkpoint, device)
+    for path in paths:
+        image = _read_image(path)
+        ids = predict(model, image, input_multiple(model), size or _trained_size(config))
         target = out / f"{path.stem}_overlay.png"
-        Image.fromarray(overlay(image, ids, args.alpha)).save(target)
+        picture = Image.fromarray(overlay(image, ids, args.alpha))
+        atomic_write(target, lambda f, picture=picture: picture.save(f, format="PNG"))
         print(f"{path} -> {target}")
     return 0
 
 
-def _input_size(args: argparse.Namespace, config: dict[str, Any]) -> tuple[int, int] | None:
-    """--size, else the eval_size the model was validated at in training, else None."""
-    if args.size:
-        return parse_size(args.size)
+def _read_image(path: Path) -> np.ndarray:
+    """The RGB pixels (H, W, 3) uint8 of an image file; UsageError if it is not an image."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UsageError(
+            f"{path} is not an image PIL can read ({type(err).__name__}): pass RGB images "
+            "(PNG, JPEG)"
+        ) from err
+
+
+def _input_size(text: str | None) -> tuple[int, int] | None:
+    """--size as (H, W), None when not given."""
+    return parse_size(text) if text else None
+
+
+def _trained_size(config: dict[str, Any]) -> tuple[int, int] | None:
+    """The eval_size the model was validated at in training, else None (full resolution)."""
     size = config.get("eval_size")
     return None if size is None else (int(size[0]), int(size[1]))
 
 
-def _guarded(run: Any) -> Any:
-    """Run a command; print data and input problems without a traceback (exit status 2)."""
-
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except (DatasetError, FileNotFoundError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-
-    return wrapper
+def _check_counts(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        low = 0 if name == "workers" else 1
+        if getattr(args, name) < low:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be at least {low}; got {getattr(args, name)}")
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -286,29 +314,40 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     ev = subparsers.add_parser("evaluate", help="score a checkpoint on a CamVid split")
     ev.add_argument("--checkpoint", required=True, help="best.pt or last.pt from `train`")
     ev.add_argument(
-        "--data-root", default=None, help="CamVid root (default: $CAMVID_ROOT or ./data/camvid)"
+        "--data-root",
+        "--root",
+        default=None,
+        metavar="DIR",
+        help="CamVid root (default: $CAMVID_ROOT, else ./data/camvid)",
     )
-    ev.add_argument("--split", default="test", choices=("train", "val", "test", "trainval"))
+    ev.add_argument(
+        "--split", default="test", choices=SPLIT_CHOICES, help="split to score (default: test)"
+    )
     ev.add_argument("--json", action="store_true", help="print one JSON object (miou, iou, ...)")
     _model_options(ev)
     ev.add_argument("--amp", action="store_true", help="mixed precision (fp16 CUDA, bf16 CPU)")
-    ev.add_argument("--batch-size", type=int, default=1)
-    ev.add_argument("--workers", type=int, default=2)
-    ev.set_defaults(func=_guarded(_run_evaluate))
+    ev.add_argument("--batch-size", type=int, default=1, help="images per batch (default: 1)")
+    ev.add_argument("--workers", type=int, default=2, help="DataLoader workers (default: 2)")
+    ev.set_defaults(func=_run_evaluate)
 
     pr = subparsers.add_parser("predict", help="write colour overlays of a model's predictions")
     pr.add_argument("--checkpoint", required=True, help="best.pt or last.pt from `train`")
     pr.add_argument("images", nargs="+", help="RGB image files")
     pr.add_argument("--out", required=True, help="folder for <name>_overlay.png files")
-    pr.add_argument("--alpha", type=float, default=0.5, help="colour weight of the overlay")
+    pr.add_argument(
+        "--alpha", type=float, default=0.5, help="colour weight of the overlay (default: 0.5)"
+    )
     _model_options(pr)
-    pr.set_defaults(func=_guarded(_run_predict))
+    pr.set_defaults(func=_run_predict)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: best available)")
+    parser.add_argument(
+        "--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)"
+    )
     parser.add_argument(
         "--size",
         default=None,
-        help="HxW model input size (default: the checkpoint's eval_size, else full resolution)",
+        metavar="HxW",
+        help="model input size (default: the checkpoint's eval_size, else full resolution)",
     )

@@ -19,16 +19,18 @@ import argparse
 import contextlib
 import importlib
 import io
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from haformer.data.classes import NUM_CLASSES
+from haformer.errors import ConfigError, EnvironmentFailure, UsageError
 from haformer.fuse import fuse
-from haformer.model import create_model, input_multiple, list_models
-from haformer.utils import parse_size
+from haformer.model import MIN_SIDE, create_model, input_multiple, list_models, load_model
+from haformer.peers import list_peers
+from haformer.utils import ensure_dir, eval_mode, parse_size, write_failure
 
 EXTRA_MODULES = ("onnx", "onnxruntime", "onnxscript")
 INSTALL_HINT = "pip install 'haformer[export]'"
@@ -37,13 +39,22 @@ TOLERANCE = 1e-4
 MAX_SIDE = 8192
 
 
+class MissingExtraError(EnvironmentFailure, ImportError):
+    """A module of the ``export`` extra is not installed (exit code 1, the install command)."""
+
+
+class ExportMismatchError(EnvironmentFailure, RuntimeError):
+    """onnxruntime computes something else than PyTorch (exit code 1; the file is kept)."""
+
+
 def _require_extra() -> None:
-    """Import the export extra's modules; ImportError with the install command if one lacks."""
+    """Import the export extra's modules; MissingExtraError (an ImportError) with the install
+    command if one lacks."""
     for name in EXTRA_MODULES:
         try:
             importlib.import_module(name)
         except ImportError as err:
-            raise ImportError(
+            raise MissingExtraError(
                 f"ONNX export needs {', '.join(EXTRA_MODULES)}, and {name} is not installed: "
                 f"{INSTALL_HINT}"
             ) from err
@@ -52,7 +63,9 @@ def _require_extra() -> None:
 def _second_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     """Another valid input size (different height and width) for the dynamic-shape check."""
     h, w = size
-    return tuple(max(32, multiple, v // multiple * multiple) for v in (h * 3 // 4, w * 5 // 4))
+    return tuple(
+        max(MIN_SIDE, multiple, v // multiple * multiple) for v in (h * 3 // 4, w * 5 // 4)
+    )
 
 
 def _dynamic_shapes(multiple: int) -> tuple[dict[int, object]]:
@@ -60,7 +73,7 @@ def _dynamic_shapes(multiple: int) -> tuple[dict[int, object]]:
     dims = []
     for name in ("height", "width"):
         if multiple == 1:
-            dims.append(torch.export.Dim(name, min=32, max=MAX_SIDE))
+            dims.append(torch.export.Dim(name, min=MIN_SIDE, max=MAX_SIDE))
         else:
             dims.append(multiple * torch.export.Dim(f"{name}_{multiple}", max=MAX_SIDE // multiple))
     return ({2: dims[0], 3: dims[1]},)
@@ -77,18 +90,14 @@ def check_onnx(
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     device = next(model.parameters()).device
-    was_training = model.training
     results = []
     for size in sizes:
         x = torch.randn(1, 3, *size)
-        try:
-            with torch.inference_mode():
-                reference = model.eval()(x.to(device)).float().cpu()
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.inference_mode():
+            reference = model(x.to(device)).float().cpu()
         out = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
         if out.shape != reference.shape:
-            raise RuntimeError(
+            raise ExportMismatchError(
                 f"onnxruntime gave shape {tuple(out.shape)} at {size}, PyTorch "
                 f"{tuple(reference.shape)}"
             )
@@ -113,24 +122,27 @@ def export_onnx(
     export the file is run in onnxruntime at ``size`` (and, if dynamic, at a second size) and
     compared with ``model`` itself in eval mode; ``log`` receives one line per step.
 
-    Raises ImportError (with the install command) without the ``export`` extra, ValueError
-    for a size the model cannot take, RuntimeError when onnxruntime disagrees with PyTorch
-    by more than :data:`TOLERANCE` of the output scale (the file is left for inspection).
+    Raises MissingExtraError (an ImportError, with the install command) without the
+    ``export`` extra, ConfigError (a ValueError) for a size the model cannot take,
+    ExportMismatchError (a RuntimeError) when onnxruntime disagrees with PyTorch by more than
+    :data:`TOLERANCE` of the output scale (the file is left for inspection).
     """
     _require_extra()
     say = log or (lambda line: None)
     multiple = input_multiple(model)
     h, w = size
-    if min(h, w) < 32 or h % multiple or w % multiple:
-        raise ValueError(
-            f"export size must be at least 32x32 with sides divisible by {multiple} for this "
-            f"model; got {h}x{w}"
+    if min(h, w) < MIN_SIDE or h % multiple or w % multiple:
+        raise ConfigError(
+            f"export size must be at least {MIN_SIDE}x{MIN_SIDE} with sides divisible by "
+            f"{multiple} for this model; got {h}x{w}"
         )
-    fused = fuse(model)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder: name the .onnx file to write")
+    ensure_dir(path.parent, "--out")
+    fused = fuse(model)
     example = torch.randn(1, 3, h, w, device=next(fused.parameters()).device)
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+    with _writing(path), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints
         torch.onnx.export(
             fused,
             (example,),
@@ -147,7 +159,7 @@ def export_onnx(
     for (sh, sw), diff, scale in check_onnx(path, model, sizes):
         line = f"onnxruntime vs PyTorch at {sh}x{sw}: max abs diff {diff:.2e} (scale {scale:.2e})"
         if diff > TOLERANCE * max(scale, 1e-6):
-            raise RuntimeError(
+            raise ExportMismatchError(
                 f"{line}, above {TOLERANCE:g} of the scale: the ONNX model at {path} does not "
                 "compute what the PyTorch model computes"
             )
@@ -160,34 +172,36 @@ def export_onnx(
 # ----------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _writing(path: Path):
+    """An OSError while the exporter writes ``path`` is the machine's failure: one line."""
+    try:
+        yield
+    except OSError as err:
+        raise write_failure(path, err) from err
+
+
 def _model_from_args(args: argparse.Namespace) -> nn.Module:
     if args.checkpoint is None:
         if args.model is None:
-            raise ValueError("name a model (--model haformer_b1) or a checkpoint (--checkpoint F)")
+            raise ConfigError("name a model (--model haformer_b1) or a checkpoint (--checkpoint F)")
         kwargs = {} if args.backbone is None else {"backbone": args.backbone}
         return create_model(args.model, num_classes=args.num_classes, **kwargs)
-    from haformer.evaluate import load_model
-
+    if args.backbone is not None:
+        raise ConfigError("--backbone is for --model; a checkpoint names its own backbone")
     model, config = load_model(args.checkpoint)
     if args.model is not None and args.model != config["model"]:
-        raise ValueError(
+        raise ConfigError(
             f"{args.checkpoint} holds a {config['model']}, not a {args.model}: drop --model"
         )
     return model
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    try:
-        _require_extra()  # fail fast, before building the model
-        size = parse_size(args.size)
-        model = _model_from_args(args)
-        export_onnx(model, args.out, size, dynamic=not args.static, opset=args.opset, log=print)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (ImportError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    _require_extra()  # fail fast, before building the model
+    size = parse_size(args.size)
+    model = _model_from_args(args)
+    export_onnx(model, args.out, size, dynamic=not args.static, opset=args.opset, log=print)
     print(f"done: {args.out} runs in onnxruntime and matches PyTorch")
     return 0
 
@@ -200,12 +214,26 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Fuse a model, export it to ONNX (dynamic height and width unless "
         f"--static) and check it against PyTorch in onnxruntime. Needs {INSTALL_HINT}.",
     )
-    p.add_argument("--model", default=None, help=f"one of {', '.join(list_models())}")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help=f"one of {', '.join(list_models())}, or a peer: {', '.join(list_peers())}",
+    )
     p.add_argument("--checkpoint", default=None, help="a training checkpoint (best.pt, last.pt)")
-    p.add_argument("--size", default="360x480", help="HEIGHTxWIDTH of the example (360x480)")
+    p.add_argument("--size", default="360x480", metavar="HxW", help="example input (360x480)")
     p.add_argument("--out", default="model.onnx", help="output file (model.onnx)")
     p.add_argument("--static", action="store_true", help="fix H and W to --size")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (exporter's default)")
-    p.add_argument("--num-classes", type=int, default=11, help="without --checkpoint (11)")
-    p.add_argument("--backbone", default=None, help="hapeformer_seed only: efficientvit_b1/b2")
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=NUM_CLASSES,
+        help=f"output classes, without --checkpoint ({NUM_CLASSES})",
+    )
+    p.add_argument(
+        "--backbone",
+        default=None,
+        help="EfficientViT backbone instead of the model's own, e.g. efficientvit_b2",
+    )
     p.set_defaults(func=_cmd_export)

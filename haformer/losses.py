@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from haformer.data.classes import IGNORE_INDEX
+
 
 class OhemCrossEntropy(nn.Module):
     """Online hard example mining: cross entropy over the hardest pixels only.
@@ -28,7 +30,7 @@ class OhemCrossEntropy(nn.Module):
     def __init__(
         self,
         weight: Tensor | None = None,
-        ignore_index: int = 11,
+        ignore_index: int = IGNORE_INDEX,
         thresh: float = 0.7,
         min_kept: int = 100_000,
     ) -> None:
@@ -65,7 +67,7 @@ class OhemCrossEntropy(nn.Module):
 def build_loss(
     name: str = "ce",
     weight: Sequence[float] | Tensor | None = None,
-    ignore_index: int = 11,
+    ignore_index: int = IGNORE_INDEX,
     ohem_thresh: float = 0.7,
     ohem_min_kept: int = 100_000,
 ) -> nn.Module:

@@ -10,15 +10,23 @@ two at stride 4; a light decoder (one more HAPE stage and a 1x1 classifier) make
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
+from timm.models import generate_default_cfgs, resolve_pretrained_cfg
 from timm.models import register_model as _timm_register_model
 from torch import nn
 
 from haformer.backbone import create_backbone
+from haformer.checkpoint import CheckpointError, load_checkpoint
+from haformer.data.classes import MEAN, NUM_CLASSES, STD
+from haformer.data.transforms import IMAGE_SIZE
+from haformer.errors import ConfigError
 from haformer.fusion import FUSIONS, SeedCWF, build_fusion
 from haformer.hape import BranchHAPEBlock, HAPEBlock
 from haformer.layers import ConvBNAct
@@ -29,6 +37,7 @@ __all__ = [
     "HAPEFormer",
     "create_model",
     "list_models",
+    "load_model",
     "check_input",
     "input_multiple",
     "hapeformer_seed",
@@ -291,10 +300,51 @@ class HAFormer(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Registry (ours and timm's)
 # ----------------------------------------------------------------------------------------------
+# The timm way: each entry point merges its defaults with the caller's keyword arguments,
+# ``dict(model_args, **kwargs)``, so any default (the backbone too) can be overridden, and
+# ``default_cfgs`` says what input the models expect, for ``timm.data.resolve_data_config``.
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    """The data config of a model trained on CamVid by this package (no hub weights)."""
+    return {
+        "url": "",
+        "num_classes": NUM_CLASSES,
+        "input_size": (3, *IMAGE_SIZE),
+        "pool_size": None,
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+        "interpolation": "bilinear",
+        "mean": MEAN,
+        "std": STD,
+        "first_conv": "down0.0",
+        "classifier": "classifier",
+        "license": "mit",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "haformer_b0": _cfg(),
+        "haformer_b1": _cfg(),
+        "haformer_b2": _cfg(),
+        # the seed needs sides divisible by 32: the largest such size within CamVid's 360x480
+        "hapeformer_seed": _cfg(
+            input_size=(
+                3,
+                IMAGE_SIZE[0] // HAPEFormer.input_multiple * HAPEFormer.input_multiple,
+                IMAGE_SIZE[1],
+            ),
+            first_conv="down0.conv",
+            classifier="classer",
+        ),
+    }
+)
+"""timm's pretrained configs: input size (3, 360, 480), CamVid mean/std, bilinear resizing."""
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _CLASSES: dict[str, type[nn.Module]] = {}
-_TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
 def _register(
@@ -310,33 +360,88 @@ def _register(
     return add
 
 
-def _drop_timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """timm.create_model passes pretrained_cfg & co.; these models have no timm weights."""
-    return {k: v for k, v in kwargs.items() if k not in _TIMM_ONLY_KWARGS}
+def _build(
+    variant: str, cls: type[nn.Module], pretrained: bool = False, **kwargs: Any
+) -> nn.Module:
+    """Build ``cls(**kwargs)`` for the registry name ``variant`` and attach its data config.
+
+    ``backbone_pretrained=True`` loads timm's ImageNet weights into the EfficientViT branch;
+    ``pretrained`` is accepted as its older name (no HAFormer weights exist on any hub).
+    ``pretrained_cfg``/``pretrained_cfg_overlay`` (from ``timm.create_model``) adjust the
+    config stored as ``model.pretrained_cfg``.
+    """
+    cfg = resolve_pretrained_cfg(
+        variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None)
+    )
+    kwargs.pop("cache_dir", None)  # where timm would cache hub weights: none to fetch
+    backbone_pretrained = bool(kwargs.pop("backbone_pretrained", False) or pretrained)
+    kwargs.setdefault("num_classes", cfg.num_classes)  # timm's convention: the cfg's default
+    check_model_kwargs(variant, kwargs)
+    backbone = kwargs.get("backbone")
+    if backbone is not None and not timm.is_model(backbone):
+        raise ConfigError(
+            f"unknown backbone {backbone!r} for {variant}: use one of "
+            f"{', '.join(timm.list_models('efficientvit_b*'))}"
+        )
+    try:
+        model = cls(pretrained=backbone_pretrained, **kwargs)
+    except ValueError as err:
+        raise ConfigError(f"{variant}: {err}") from err
+    model.pretrained_cfg = model.default_cfg = {
+        **cfg.to_dict(),
+        "num_classes": kwargs["num_classes"],
+    }
+    return model
+
+
+def model_signature(name: str) -> list[str]:
+    """The keyword arguments ``create_model(name, ...)`` accepts besides ``num_classes``."""
+    if name in PEERS:
+        return []
+    if name not in _CLASSES:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    params = inspect.signature(_CLASSES[name]).parameters
+    return [p for p in params if p not in ("num_classes", "pretrained")] + ["backbone_pretrained"]
+
+
+def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """Raise ConfigError (one line) for a keyword ``create_model(name, ...)`` does not take."""
+    accepted = {"num_classes", "pretrained", *model_signature(name)}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        allowed = ", ".join(model_signature(name)) or "none"
+        raise ConfigError(
+            f"{name} takes no argument {', '.join(map(repr, unknown))}; its model kwargs are: "
+            f"{allowed}"
+        )
 
 
 @_register(HAPEFormer)
 def hapeformer_seed(pretrained: bool = False, **kwargs: Any) -> HAPEFormer:
     """The seed's model (``backbone="efficientvit_b2"`` default, or ``"efficientvit_b1"``)."""
-    return HAPEFormer(pretrained=pretrained, **_drop_timm_kwargs(kwargs))
+    model_args: dict[str, Any] = dict(backbone="efficientvit_b2")
+    return _build("hapeformer_seed", HAPEFormer, pretrained, **dict(model_args, **kwargs))
 
 
 @_register(HAFormer)
 def haformer_b0(pretrained: bool = False, **kwargs: Any) -> HAFormer:
     """Corrected HAFormer on EfficientViT-B0: the smallest."""
-    return HAFormer(backbone="efficientvit_b0", pretrained=pretrained, **_drop_timm_kwargs(kwargs))
+    model_args: dict[str, Any] = dict(backbone="efficientvit_b0")
+    return _build("haformer_b0", HAFormer, pretrained, **dict(model_args, **kwargs))
 
 
 @_register(HAFormer)
 def haformer_b1(pretrained: bool = False, **kwargs: Any) -> HAFormer:
     """Corrected HAFormer on EfficientViT-B1: the book's default."""
-    return HAFormer(backbone="efficientvit_b1", pretrained=pretrained, **_drop_timm_kwargs(kwargs))
+    model_args: dict[str, Any] = dict(backbone="efficientvit_b1")
+    return _build("haformer_b1", HAFormer, pretrained, **dict(model_args, **kwargs))
 
 
 @_register(HAFormer)
 def haformer_b2(pretrained: bool = False, **kwargs: Any) -> HAFormer:
     """Corrected HAFormer on EfficientViT-B2: the largest."""
-    return HAFormer(backbone="efficientvit_b2", pretrained=pretrained, **_drop_timm_kwargs(kwargs))
+    model_args: dict[str, Any] = dict(backbone="efficientvit_b2")
+    return _build("haformer_b2", HAFormer, pretrained, **dict(model_args, **kwargs))
 
 
 def input_multiple(model: nn.Module | str) -> int:
@@ -345,30 +450,121 @@ def input_multiple(model: nn.Module | str) -> int:
         if model in PEERS:
             return PEERS[model].input_multiple
         if model not in _CLASSES:
-            raise ValueError(f"unknown model {model!r}; known models: {', '.join(list_models())}")
+            raise ConfigError(f"unknown model {model!r}; known models: {', '.join(list_models())}")
         return _CLASSES[model].input_multiple
     return getattr(model, "input_multiple", 1)
 
 
 def list_models() -> list[str]:
-    """The names ``create_model`` accepts, sorted."""
+    """The names ``create_model`` accepts, sorted (the peers are listed by
+    ``haformer.peers.list_peers()``)."""
     return sorted(_MODELS)
 
 
 def create_model(
-    name: str, num_classes: int = 11, pretrained: bool = False, **kwargs: Any
+    name: str,
+    num_classes: int = NUM_CLASSES,
+    pretrained: bool = False,
+    *,
+    backbone_pretrained: bool = False,
+    **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model: ``create_model("haformer_b1", num_classes=11)``.
 
-    ``pretrained=True`` loads timm's ImageNet weights into the EfficientViT backbone.
-    Extra ``kwargs`` go to the model class (for example ``use_pem=False``, or
-    ``backbone="efficientvit_b1"`` for ``hapeformer_seed``). The names of
-    ``haformer.peers.list_peers()`` build those networks instead (random weights, no kwargs).
+    ``backbone_pretrained=True`` loads timm's ImageNet weights into the EfficientViT backbone
+    (``pretrained=True`` is its older name: no HAFormer weights exist on any hub).
+    Extra ``kwargs`` go to the model class and override the entry point's defaults (for
+    example ``use_pem=False``, or ``backbone="efficientvit_b2"`` for any haformer_*). The
+    names of ``haformer.peers.list_peers()`` build those networks instead (random weights,
+    no kwargs). Every model carries ``pretrained_cfg`` (input size, mean, std), so
+    ``timm.data.resolve_data_config({}, model=model)`` gives the CamVid values.
+
+    Raises ConfigError (a ValueError) for an unknown name, argument or value.
     """
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be at least 1; got {num_classes}")
     if name in PEERS:
-        if pretrained or kwargs:
-            raise ValueError(f"the peer {name!r} takes no pretrained weights nor model kwargs")
-        return create_peer(name, num_classes)
+        if pretrained or backbone_pretrained or kwargs:
+            raise ConfigError(f"the peer {name!r} takes no pretrained weights nor model kwargs")
+        model = create_peer(name, num_classes)
+        multiple = PEERS[name].input_multiple
+        size = tuple(side // multiple * multiple for side in IMAGE_SIZE)
+        model.pretrained_cfg = _cfg(input_size=(3, *size), num_classes=num_classes)
+        return model
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _MODELS[name](pretrained=pretrained, num_classes=num_classes, **kwargs)
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return _MODELS[name](
+        pretrained=pretrained,
+        backbone_pretrained=backbone_pretrained,
+        num_classes=num_classes,
+        **kwargs,
+    )
+
+
+def load_model(
+    checkpoint: str | os.PathLike[str], device: torch.device | str = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a haformer checkpoint was trained as, with its weights, in eval mode.
+
+    Returns ``(model, config)`` where ``config`` is the training configuration stored in the
+    checkpoint (a dict; ``config["model"]`` is the registry name). Every problem with the
+    file (missing, empty, truncated, not a training checkpoint, weights of another model or
+    class count, unknown model kwargs) raises a one-line ``UsageError``.
+    """
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    config = state.get("config")
+    if not isinstance(config, dict) or "model" not in config or "model" not in state:
+        raise CheckpointError(
+            f"{checkpoint} is not a haformer training checkpoint (it needs 'model' weights and a "
+            "'config' with the model name); use last.pt or best.pt from `python -m haformer train`"
+        )
+    name = config["model"]
+    if isinstance(name, str) and name.startswith(CUSTOM_PREFIX):
+        raise CheckpointError(
+            f"{checkpoint} holds a model passed to train(model=...) "
+            f"({name.removeprefix(CUSTOM_PREFIX)}): build that network yourself and call "
+            "load_state_dict(state['model'])"
+        )
+    try:
+        model = create_model(
+            name,
+            num_classes=config.get("num_classes", NUM_CLASSES),
+            **config.get("model_kwargs", {}),
+        )
+    except ConfigError as err:
+        raise CheckpointError(f"cannot rebuild the model of {checkpoint}: {err}") from err
+    load_weights(model, state["model"], f"{checkpoint} ({name})")
+    return model.to(device).eval(), config
+
+
+CUSTOM_PREFIX = "custom:"
+"""``config["model"]`` of a run whose network was passed to ``train(model=...)``."""
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(weights)``, with a one-line CheckpointError naming the first
+    missing, unexpected and mis-shaped entries instead of PyTorch's multi-kB message."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and tuple(weights[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{len(items)} {what} (first: {items[0]})"
+            for what, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("of another shape", shapes),
+            )
+            if items
+        ]
+        raise CheckpointError(
+            f"the weights in {source} do not fit a {type(model).__name__} built from its config: "
+            f"{'; '.join(parts)}. The file holds another model or class count: check --model, "
+            "--num-classes and the model kwargs, or use the checkpoint of this run"
+        )
+    model.load_state_dict(weights)

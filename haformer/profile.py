@@ -26,20 +26,20 @@ Commands (see :func:`add_cli`)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
-import sys
 import time
 import warnings
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from haformer.model import create_model, list_models
-from haformer.utils import parse_size
+from haformer.data.classes import NUM_CLASSES
+from haformer.errors import ConfigError
+from haformer.model import create_model, input_multiple, list_models
+from haformer.peers import list_peers
+from haformer.utils import eval_mode, parse_size, resolve_device
 
 if TYPE_CHECKING:
     from fvcore.nn import FlopCountAnalysis
@@ -92,17 +92,6 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block, then restore its train/eval flag."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 def _import_fvcore() -> Any:
     """fvcore.nn, imported without the FutureWarning its import triggers (torch.jit.script)."""
     with warnings.catch_warnings():
@@ -124,7 +113,7 @@ def flop_analysis(model: nn.Module, size: Size = (360, 480), batch: int = 1) -> 
     """
     fvnn = _import_fvcore()
     x = torch.randn(batch, 3, *size, device=_device_of(model))
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         analysis = fvnn.FlopCountAnalysis(model, x)  # hides TracerWarnings by default
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
@@ -228,14 +217,8 @@ def measure_latency(
     second, ``batch * 1000 / median_ms``), ``times_ms`` (every timed pass), and the settings
     (``device``, ``size``, ``batch``, ``warmup``, ``iters``, ``threads``, ``channels_last``).
     """
-    if iters < 1 or warmup < 0 or batch < 1:
-        raise ValueError(
-            f"need iters >= 1, warmup >= 0 and batch >= 1; got iters={iters}, warmup={warmup}, "
-            f"batch={batch}"
-        )
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} asked for, but this torch sees no CUDA GPU; use cpu")
+    _check_counts(iters=iters, warmup=warmup, batch=batch)
+    device = resolve_device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     saved_threads = torch.get_num_threads()
     if threads is not None:
@@ -244,7 +227,7 @@ def measure_latency(
         model.to(device=device, memory_format=fmt)
         x = torch.randn(batch, 3, *size, device=device).contiguous(memory_format=fmt)
         times: list[float] = []
-        with _eval_mode(model), torch.inference_mode():
+        with eval_mode(model), torch.inference_mode():
             for i in range(warmup + iters):
                 _synchronize(device)
                 start = time.perf_counter()
@@ -287,41 +270,56 @@ def _percentile(values: list[float], q: float) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-def _build(args: argparse.Namespace) -> nn.Module:
-    """The model the command line names (``--threads`` applies to the whole command)."""
+def _check_counts(**values: int | None) -> None:
+    """ConfigError unless each count is at least 1 (``warmup``: at least 0; None: unset)."""
+    for name, value in values.items():
+        low = 0 if name == "warmup" else 1
+        if value is not None and value < low:
+            flag = {"batch": "--batch-size"}.get(name, "--" + name.replace("_", "-"))
+            raise ConfigError(f"{flag} must be at least {low}; got {value}")
+
+
+def _build(args: argparse.Namespace) -> tuple[nn.Module, Size]:
+    """The model and input size the command line names, checked before any work starts
+    (``--threads`` applies to the whole command)."""
+    _check_counts(batch=args.batch_size, threads=args.threads, depth=getattr(args, "depth", None))
+    size = parse_size(args.size)
+    multiple = input_multiple(args.model)  # also: an unknown model name
+    if size[0] % multiple or size[1] % multiple:
+        fitted = "x".join(str(side // multiple * multiple or multiple) for side in size)
+        raise ConfigError(
+            f"{args.model} needs input sides that are multiples of {multiple}; got "
+            f"{size[0]}x{size[1]}: use for example --size {fitted}"
+        )
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     kwargs = {} if args.backbone is None else {"backbone": args.backbone}
-    if kwargs and args.model != "hapeformer_seed":
-        raise ValueError(
-            f"--backbone is for hapeformer_seed only; {args.model} names its backbone (pick "
-            "haformer_b0, haformer_b1 or haformer_b2 instead)"
-        )
-    return create_model(args.model, num_classes=args.num_classes, **kwargs)
+    return create_model(args.model, num_classes=args.num_classes, **kwargs), size
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    size = parse_size(args.size)
-    model = _build(args)
-    total, table = flop_count(model, size, args.batch, max_depth=args.depth)
-    print(summary(model, size, args.batch, depth=args.depth))
+    model, size = _build(args)
+    batch = args.batch_size
+    total, table = flop_count(model, size, batch, max_depth=args.depth)
+    print(summary(model, size, batch, depth=args.depth))
     print()
-    print(f"fvcore FLOP count, input {args.batch}x3x{size[0]}x{size[1]}:")
+    print(f"fvcore FLOP count, input {batch}x3x{size[0]}x{size[1]}:")
     print(table)
     print(f"Total: {total / 1e9:.3f} {FLOPS_LABEL}")
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    size = parse_size(args.size)
-    model = _build(args)
+    _check_counts(iters=args.iters, warmup=args.warmup)
+    device = resolve_device(args.device)  # a missing GPU is reported before any counting
+    model, size = _build(args)
     params = count_parameters(model)
     gflops = flop_analysis(model, size, 1).total() / 1e9
     lat = measure_latency(
         model,
         size,
-        batch=args.batch,
-        device=args.device,
+        batch=args.batch_size,
+        device=device,
         warmup=args.warmup,
         iters=args.iters,
         channels_last=args.channels_last,
@@ -349,34 +347,31 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(
             f"{args.model}: {params / 1e6:.3f} M params, {gflops:.3f} GFLOPs (= GMACs, per image), "
             f"{lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f}) = {lat['fps']:.1f} fps "
-            f"at batch {args.batch}, {size[0]}x{size[1]}, {lat['device']}, "
+            f"at batch {args.batch_size}, {size[0]}x{size[1]}, {lat['device']}, "
             f"{lat['threads']} threads, torch {torch.__version__}"
         )
     return 0
 
 
-def _guarded(command: Any) -> Any:
-    """Run ``command(args)``; a ValueError (bad size, unknown model) -> message, exit code 2."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-
-    return run
-
-
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help=f"one of {', '.join(list_models())}")
-    parser.add_argument("--size", default="360x480", help="HEIGHTxWIDTH (default 360x480)")
-    parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    parser.add_argument("--num-classes", type=int, default=11, help="output classes (11)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME",
+        help=f"one of {', '.join(list_models())}, or a peer: {', '.join(list_peers())}",
+    )
+    parser.add_argument("--size", default="360x480", metavar="HxW", help="input (default 360x480)")
+    parser.add_argument(
+        "--batch-size", "--batch", type=int, default=1, help="batch size (default 1)"
+    )
+    parser.add_argument(
+        "--num-classes", type=int, default=NUM_CLASSES, help=f"output classes ({NUM_CLASSES})"
+    )
     parser.add_argument(
         "--backbone",
         default=None,
-        help="hapeformer_seed only: efficientvit_b2 (default) or efficientvit_b1",
+        help="EfficientViT backbone instead of the model's own, e.g. efficientvit_b2 "
+        "(hapeformer_seed: efficientvit_b1 or efficientvit_b2)",
     )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (torch's default)"
@@ -393,7 +388,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_model_args(p)
     p.add_argument("--depth", type=int, default=3, help="module depth of both tables (3)")
-    p.set_defaults(func=_guarded(_cmd_summary))
+    p.set_defaults(func=_cmd_summary)
 
     p = subparsers.add_parser(
         "bench",
@@ -407,4 +402,4 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=50, help="timed passes (50)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_guarded(_cmd_bench))
+    p.set_defaults(func=_cmd_bench)

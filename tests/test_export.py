@@ -85,3 +85,11 @@ def test_bad_arguments_are_refused(tmp_path, capsys, extra):
     assert main(["export", "--model", "haformer_b0", "--size", "360by480"]) == 2
     assert main(["export", "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_backbone_overrides_any_haformer_default(tmp_path, capsys, extra):
+    # was a TypeError: the entry points now merge their defaults with the caller's kwargs
+    out = tmp_path / "b0_on_b1.onnx"
+    argv = ["export", "--model", "haformer_b0", "--backbone", "efficientvit_b1", "--static"]
+    assert main([*argv, "--size", "64x64", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert out.is_file()

@@ -3,6 +3,7 @@ the pretrained fail-fast path."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -14,8 +15,10 @@ import timm
 import torch
 from torch import nn
 
-import haformer.model  # noqa: F401  (registers the names with timm)
+import haformer.export
+import haformer.model  # registers the names with timm
 from haformer.backbone import create_backbone
+from haformer.errors import ConfigError
 from haformer.fusion import AddFusion, SeedCWF
 from haformer.model import HAFormer, HAPEFormer, create_model, list_models
 from haformer.pem import PEM, SeedPEM
@@ -72,6 +75,57 @@ def test_timm_create_model_builds_the_same_model(name: str) -> None:
     with torch.no_grad():
         torch.testing.assert_close(theirs(x), ours(x), rtol=0, atol=0)
     assert set(NAMES) <= set(timm.list_models("ha*former*"))
+
+
+def test_timm_data_config_gives_camvid_values() -> None:
+    from torchvision.transforms import v2
+
+    from haformer.data.transforms import IMAGE_SIZE, eval_transforms
+
+    normalize = next(t for t in eval_transforms().transforms if isinstance(t, v2.Normalize))
+    for model in (create_model("haformer_b0"), timm.create_model("haformer_b0")):
+        config = timm.data.resolve_data_config({}, model=model)
+        assert config["input_size"] == (3, *IMAGE_SIZE) == (3, 360, 480)
+        assert list(config["mean"]) == normalize.mean and list(config["std"]) == normalize.std
+        assert config["crop_pct"] == 1.0 and config["interpolation"] == "bilinear"
+    seed = timm.data.resolve_data_config({}, model=create_model("hapeformer_seed"))
+    assert seed["input_size"] == (3, 352, 480)  # its sides must divide by 32
+
+
+def test_defaults_merge_with_kwargs_the_timm_way() -> None:
+    # dict(model_args, **kwargs): any default, the backbone too, can be overridden
+    ours = create_model("haformer_b1", backbone="efficientvit_b2")
+    theirs = timm.create_model("haformer_b1", backbone="efficientvit_b2")
+    for model in (ours, theirs):
+        assert model.backbone.feature_info.channels() == [384]
+
+
+def test_backbone_pretrained_and_its_older_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = haformer.model.create_backbone
+
+    def spy(name, pretrained=False, **kwargs):
+        calls.append(pretrained)
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(haformer.model, "create_backbone", spy)
+    create_model("haformer_b0", backbone_pretrained=True)
+    create_model("haformer_b0", pretrained=True)
+    create_model("haformer_b0")
+    assert calls == [True, True, False]
+
+
+def test_unknown_model_kwargs_are_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="takes no argument 'use_pme'.*use_pem"):
+        create_model("haformer_b0", use_pme=False)
+    with pytest.raises(ConfigError, match="unknown backbone 'efficientvit_b9'"):
+        create_model("haformer_b0", backbone="efficientvit_b9")
+
+
+def test_export_rebuilds_checkpoints_without_the_evaluation_module() -> None:
+    tree = ast.parse(Path(haformer.export.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "haformer.model" in imported and "haformer.evaluate" not in imported
 
 
 # --- the corrected model --------------------------------------------------------------------

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from haformer.cli import main as cli_main
 from haformer.model import create_model
 from haformer.profile import (
     add_cli,
@@ -128,13 +129,33 @@ def test_summary_prints_layers_and_the_labelled_total(capsys: pytest.CaptureFixt
     ("argv", "message"),
     [
         (["--model", "hapeformer_seed", "--backbone", "efficientvit_b1"], "multiples of 32"),
-        (["--model", "haformer_b1", "--backbone", "efficientvit_b2"], "hapeformer_seed only"),
+        (["--model", "haformer_b1", "--backbone", "efficientvit_b9"], "unknown backbone"),
         (["--model", "no_such_model"], "unknown model"),
+        (["--model", "haformer_b0", "--device", "cuda:7"], "cuda"),
+        (["--model", "haformer_b0", "--device", "tpu"], "unknown device"),
+        (["--model", "haformer_b0", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--model", "haformer_b0", "--threads", "0"], "--threads must be at least 1"),
+        (["--model", "haformer_b0", "--num-classes", "0"], "num_classes must be at least 1"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run_cli(["bench", *argv, "--size", "360x480", "--iters", "1", "--warmup", "0"]) == 2
+    # through the real entry point: the error policy of haformer.cli.main, no per-command wrapper
+    argv = ["bench", *argv, "--size", "360x480", "--iters", "1", "--warmup", "0"]
+    assert cli_main(argv) == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_backbone_overrides_the_default_of_any_haformer(capsys: pytest.CaptureFixture[str]) -> None:
+    # timm's convention, dict(model_args, **kwargs): bench (and export) take --backbone for all
+    argv = ["bench", "--model", "haformer_b0", "--backbone", "efficientvit_b1", "--size", "64x64"]
+    assert cli_main([*argv, "--iters", "1", "--warmup", "0", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    b0_on_b1 = create_model("haformer_b0", backbone="efficientvit_b1")
+    assert (
+        result["params"]
+        == count_parameters(b0_on_b1)
+        != count_parameters(create_model("haformer_b0"))
+    )

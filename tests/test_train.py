@@ -5,20 +5,23 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Subset, TensorDataset
 from torchvision.transforms import v2
 
 import haformer.train as train_module
 from haformer.checkpoint import load_checkpoint
 from haformer.cli import main as _cli
-from haformer.data import CamVid, DownloadError, eval_transforms
+from haformer.data import NUM_CLASSES, CamVid, DownloadError, class_weights, eval_transforms
+from haformer.errors import ConfigError
+from haformer.loaders import class_weights_of
 from haformer.train import TrainConfig, build_optimizer, build_scheduler, train
 
 # timings that legitimately differ between two identical runs
-TIMING = ("images_per_s", "epoch_s")
+TIMING = ("images_per_s", "epoch_s", "train_seconds")
 
 
 def tiny_config(root: Path, out: Path, **changes) -> TrainConfig:
@@ -194,8 +197,8 @@ def test_refuses_to_clobber_or_resume_with_other_settings(
 
 
 def test_config_checks() -> None:
-    with pytest.raises(ValueError, match="divisible by 32"):
-        TrainConfig(model="hapeformer_seed", crop=(360, 480))
+    seed = TrainConfig(model="hapeformer_seed", crop=(360, 480))  # sides must divide by 32
+    assert seed.crop == (352, 480) and "divisible by 32" in seed.notes[0]
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TrainConfig(optimizer="lamb")
     assert TrainConfig(crop="180x240", scale="0.5,1.5", val_split="none").val_split is None
@@ -241,8 +244,19 @@ def test_cli_download_flag_fetches_into_the_data_root(
 
     monkeypatch.setattr(train_module, "download_camvid", fake_download)
     root = str(tmp_path / "camvid")
-    assert (
-        _cli(["train", "--data-root", root, "--out", str(tmp_path), "--download"]) == 1
-    )  # a network failure: exit 1
+    argv = ["train", "--data-root", root, "--out", str(tmp_path), "--download"]
+    assert _cli(argv) == 1  # a network failure: exit 1
     assert calls == [root]
     assert "no network here" in capsys.readouterr().err
+
+
+def test_class_weights_come_from_the_training_set_given(camvid_mini: Path) -> None:
+    split = CamVid(camvid_mini, "train")
+    weights = class_weights_of(Subset(split, [3]), "enet", NUM_CLASSES)
+    pixels = np.bincount(split.read_mask(3).ravel(), minlength=NUM_CLASSES + 1)[:NUM_CLASSES]
+    expected = 1.0 / np.log(1.10 + pixels / pixels.sum())
+    assert torch.allclose(weights, torch.tensor(expected, dtype=torch.float32))
+    assert not torch.allclose(weights, class_weights(split, "enet"))  # not the whole split
+    images = TensorDataset(torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long))
+    with pytest.raises(ConfigError, match="numbers or 'none'"):
+        class_weights_of(images, "enet", NUM_CLASSES)

@@ -43,14 +43,15 @@ def class_weights(
     """Loss weights of the 11 classes, float32 (11,), void excluded.
 
     Args:
-        source: a :class:`CamVid` dataset (any split), or a data root whose train split is
-            used (``None``: ``$CAMVID_ROOT``, else ``./data/camvid``).
+        source: a :class:`CamVid` dataset (any split; or any object with ``__len__`` and
+            CamVid's ``read_mask``), or a data root whose train split is used (``None``:
+            ``$CAMVID_ROOT``, else ``./data/camvid``).
         method: ``"enet"`` (``1 / ln(1.10 + p_c)``) or ``"median"`` (median-frequency
             balancing). A class absent from every label gets weight 0 with ``"median"``.
     """
     if method not in WEIGHT_METHODS:
         raise ValueError(f"method must be one of {', '.join(WEIGHT_METHODS)}; got {method!r}")
-    dataset = source if isinstance(source, CamVid) else CamVid(source, split="train")
+    dataset = source if hasattr(source, "read_mask") else CamVid(source, split="train")
     hist = label_histograms(dataset).double()
     counts = hist[:, :NUM_CLASSES].sum(0)
     if method == "enet":

@@ -218,8 +218,8 @@ class TrainConfig:
                     f"class weights must be finite and >= 0; got {self.class_weights}"
                 )
         self.crop, note = fit_crop(self.crop, input_multiple(self.model), self.model)
+        # adjustments made to the settings given; not a field: the training log prints them
         self.notes = [note] if note else []
-        """Adjustments made to the settings given (not a field: the training log prints them)."""
 
     def _check_numbers(self) -> None:
         """Refuse numbers that cannot work, naming the flag."""

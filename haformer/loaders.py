@@ -3,10 +3,11 @@
 - :func:`check_dataset` reads a split before training starts (every pair of a CamVid
   validation split), so a damaged file is reported at once, not after ``val_every`` epochs.
 - :func:`train_loader` / :func:`val_loader` build the loaders; with worker processes they are
-  persistent (started once per run) and :class:`EpochSeeded` reseeds every worker at the start
-  of each epoch from (seed, rank, epoch, worker), so a resumed run draws the same augmentations
-  as an uninterrupted one. Without workers nothing changes: the main process's random stream
-  drives the augmentations.
+  persistent (started once per run), the shuffle order comes from a generator reseeded at each
+  epoch, and :class:`EpochSeeded` reseeds every worker at the start of each epoch from (seed,
+  rank, epoch, worker): a run resumed with fresh workers draws the same batches and
+  augmentations as an uninterrupted one. Without workers the main process's random stream
+  drives both, as it always did (it is saved in and restored from ``last.pt``).
 - :func:`class_weights_of` computes the loss weights from the labels of the training set
   actually used (a CamVid split or a ``Subset`` of one).
 """
@@ -21,7 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, get_worker_info
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    Subset,
+    get_worker_info,
+)
 
 from haformer.data import CamVid, class_weights
 from haformer.errors import ConfigError, UsageError
@@ -70,16 +79,21 @@ def train_loader(
     """Shuffled batches of ``batch_size`` per process, the last incomplete one dropped; under
     torchrun a DistributedSampler gives each rank its share. Call :func:`start_epoch`
     before each epoch."""
-    sampler = None
+    seeded = EpochSeeded(dataset, seed + 1_000_003 * rank)
+    sampler: Sampler | None = None
     if world > 1:
         sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=seed)
+    elif workers > 0:  # the order from its own generator, seeded by start_epoch
+        sampler = RandomSampler(seeded, generator=torch.Generator())
     loader = DataLoader(
-        EpochSeeded(dataset, seed + 1_000_003 * rank),
+        seeded,
         batch_size=batch_size,
         shuffle=sampler is None,
         sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
+        # with workers, the workers' base seed too: the main random stream stays untouched
+        generator=torch.Generator() if workers > 0 else None,
         pin_memory=pin_memory,
         drop_last=True,
     )
@@ -97,6 +111,8 @@ def start_epoch(loader: DataLoader, epoch: int) -> None:
         loader.sampler.set_epoch(epoch)
     if isinstance(loader.dataset, EpochSeeded):
         loader.dataset.set_epoch(epoch)
+        if isinstance(loader.sampler, RandomSampler) and loader.sampler.generator is not None:
+            loader.sampler.generator.manual_seed(loader.dataset.seed * 100_003 + epoch)
 
 
 def val_loader(
@@ -116,6 +132,8 @@ def val_loader(
         batch_size=batch_size,
         num_workers=workers,
         persistent_workers=workers > 0,
+        # with workers, its own generator: the main random stream stays the training's
+        generator=torch.Generator() if workers > 0 else None,
         pin_memory=pin_memory,
     )
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -444,12 +445,8 @@ def _interrupted(cfg: TrainConfig, run: Run, progress: Any) -> str:
     prefix = "python -m haformer train"
     if run.world > 1:
         prefix = f"torchrun --nproc_per_node={run.world} -m haformer train"
-    resumed = TrainConfig(**{**_fields(cfg), "resume": True})
+    resumed = dataclasses.replace(cfg, resume=True)
     return f"interrupted {where}; {saved}. Continue with: {command_line(resumed, prefix)}"
-
-
-def _fields(cfg: TrainConfig) -> dict[str, Any]:
-    return {name: getattr(cfg, name) for name in TrainConfig.__dataclass_fields__}
 
 
 def _best_state(

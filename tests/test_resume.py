@@ -21,6 +21,7 @@ from haformer.model import create_model
 from haformer.schedule import build_optimizer, build_scheduler
 from haformer.state import Progress, TrainState
 from haformer.train import TrainConfig, train
+from haformer.utils import accumulate
 
 TIMING = ("images_per_s", "epoch_s", "train_seconds")
 
@@ -194,9 +195,8 @@ def test_training_metrics_never_wait_for_the_device() -> None:
         metrics.update(logits, target)
         loss = torch.tensor(0.5)
         totals = torch.zeros(3, dtype=torch.float64)
-        totals += torch.stack([loss.double(), torch.ones_like(loss, dtype=torch.float64),
-                               (~torch.isfinite(loss)).double()])  # fmt: skip
-    assert counter.count == 0
+        accumulate(totals, loss, loss.new_ones(()), ~torch.isfinite(loss))  # as each step does
+    assert counter.count == 0 and totals.tolist() == [0.5, 1.0, 0.0]
     with _SyncCounter() as counter:  # what each step paid before: a check and a bincount
         confusion_matrix(logits.argmax(1), target, 11, 11)
     assert counter.count >= 1

@@ -14,9 +14,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -165,7 +167,8 @@ def check_dataset(dataset: Dataset, name: str, every_item: bool) -> None:
         split, indices = view
         for i in indices:
             split.read(i)
-    image, mask = dataset[0]
+    with _random_streams_kept():  # the check must not change the augmentations drawn later
+        image, mask = dataset[0]
     if not (isinstance(image, Tensor) and image.dim() == 3 and image.shape[0] == 3):
         raise UsageError(
             f"{name} images must be (3, H, W) tensors; got {_describe(image)}. Use "
@@ -183,6 +186,16 @@ def check_dataset(dataset: Dataset, name: str, every_item: bool) -> None:
         raise UsageError(
             f"{name} masks must be integer (H, W) tensors of class ids; got {_describe(mask)}"
         )
+
+
+@contextlib.contextmanager
+def _random_streams_kept() -> Iterator[None]:
+    """Run the block, then put Python's, NumPy's and torch's CPU random streams back."""
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(python)
+    np.random.set_state(numpy)
 
 
 def _describe(value: Any) -> str:

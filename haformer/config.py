@@ -202,6 +202,9 @@ class TrainConfig:
         _choice("loss", self.loss, LOSSES)
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError(f"model_kwargs must be a dict; got {self.model_kwargs!r}")
+        for name in ("num_classes", "pretrained", "backbone_pretrained"):
+            if name in self.model_kwargs:
+                raise ConfigError(f"give {name} as {_flag(name)}, not in --model-kwargs")
         check_model_kwargs(self.model, self.model_kwargs)  # also: an unknown model name
         self._check_numbers()
         if isinstance(self.class_weights, str):
@@ -218,8 +221,8 @@ class TrainConfig:
                     f"class weights must be finite and >= 0; got {self.class_weights}"
                 )
         self.crop, note = fit_crop(self.crop, input_multiple(self.model), self.model)
+        # adjustments made to the settings given; not a field: the training log prints them
         self.notes = [note] if note else []
-        """Adjustments made to the settings given (not a field: the training log prints them)."""
 
     def _check_numbers(self) -> None:
         """Refuse numbers that cannot work, naming the flag."""
@@ -298,10 +301,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     dataclass defaults stay the only defaults; :func:`config_from_args` builds the config.
     """
     hints = typing.get_type_hints(TrainConfig)
-    defaults = TrainConfig.__new__(TrainConfig)  # field defaults, without __post_init__
     for f in dataclasses.fields(TrainConfig):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        setattr(defaults, f.name, default)
         meta = f.metadata
         shown = meta["shown"] or _format(default)
         options: dict[str, Any] = {

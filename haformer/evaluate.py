@@ -33,6 +33,7 @@ from haformer.errors import ConfigError, MissingFileError, UsageError
 from haformer.metrics import SegMetrics, all_reduce_sum
 from haformer.model import input_multiple, load_model
 from haformer.utils import (
+    accumulate,
     accumulator_device,
     amp_dtype,
     ensure_dir,
@@ -127,11 +128,7 @@ def evaluate(
                     if criterion is not None
                     else logits.new_zeros(())
                 )
-            bad = (~torch.isfinite(logits)).any()
-            step = torch.stack(
-                [loss.detach().double(), torch.ones_like(loss, dtype=torch.float64), bad.double()]
-            )
-            totals += step.to(totals.device)
+            accumulate(totals, loss, loss.new_ones(()), (~torch.isfinite(logits)).any())
             metrics.update(logits, masks)
     all_reduce_sum(totals)
     metrics.all_reduce()

@@ -33,6 +33,8 @@ from haformer.peers import list_peers
 from haformer.utils import ensure_dir, eval_mode, parse_size, write_failure
 
 EXTRA_MODULES = ("onnx", "onnxruntime", "onnxscript")
+MIN_TORCH = (2, 6)
+"""The torch.export-based ONNX exporter (dynamo=True, dynamic_shapes) of torch 2.6 on."""
 INSTALL_HINT = "pip install 'haformer[export]'"
 TOLERANCE = 1e-4
 """Largest accepted max abs difference onnxruntime vs PyTorch, relative to the output scale."""
@@ -49,7 +51,13 @@ class ExportMismatchError(EnvironmentFailure, RuntimeError):
 
 def _require_extra() -> None:
     """Import the export extra's modules; MissingExtraError (an ImportError) with the install
-    command if one lacks."""
+    command if one lacks, or if torch is older than :data:`MIN_TORCH`."""
+    found = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    if found < MIN_TORCH:
+        raise MissingExtraError(
+            f"ONNX export needs torch >= {'.'.join(map(str, MIN_TORCH))} (its torch.export-based "
+            f"exporter); this is torch {torch.__version__}: pip install -U torch"
+        )
     for name in EXTRA_MODULES:
         try:
             importlib.import_module(name)

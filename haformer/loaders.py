@@ -3,25 +3,36 @@
 - :func:`check_dataset` reads a split before training starts (every pair of a CamVid
   validation split), so a damaged file is reported at once, not after ``val_every`` epochs.
 - :func:`train_loader` / :func:`val_loader` build the loaders; with worker processes they are
-  persistent (started once per run) and :class:`EpochSeeded` reseeds every worker at the start
-  of each epoch from (seed, rank, epoch, worker), so a resumed run draws the same augmentations
-  as an uninterrupted one. Without workers nothing changes: the main process's random stream
-  drives the augmentations.
+  persistent (started once per run), the shuffle order comes from a generator reseeded at each
+  epoch, and :class:`EpochSeeded` reseeds every worker at the start of each epoch from (seed,
+  rank, epoch, worker): a run resumed with fresh workers draws the same batches and
+  augmentations as an uninterrupted one. Without workers the main process's random stream
+  drives both, as it always did (it is saved in and restored from ``last.pt``).
 - :func:`class_weights_of` computes the loss weights from the labels of the training set
   actually used (a CamVid split or a ``Subset`` of one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, get_worker_info
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    Subset,
+    get_worker_info,
+)
 
 from haformer.data import CamVid, class_weights
 from haformer.errors import ConfigError, UsageError
@@ -70,16 +81,21 @@ def train_loader(
     """Shuffled batches of ``batch_size`` per process, the last incomplete one dropped; under
     torchrun a DistributedSampler gives each rank its share. Call :func:`start_epoch`
     before each epoch."""
-    sampler = None
+    seeded = EpochSeeded(dataset, seed + 1_000_003 * rank)
+    sampler: Sampler | None = None
     if world > 1:
         sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=seed)
+    elif workers > 0:  # the order from its own generator, seeded by start_epoch
+        sampler = RandomSampler(seeded, generator=torch.Generator())
     loader = DataLoader(
-        EpochSeeded(dataset, seed + 1_000_003 * rank),
+        seeded,
         batch_size=batch_size,
         shuffle=sampler is None,
         sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
+        # with workers, the workers' base seed too: the main random stream stays untouched
+        generator=torch.Generator() if workers > 0 else None,
         pin_memory=pin_memory,
         drop_last=True,
     )
@@ -97,6 +113,8 @@ def start_epoch(loader: DataLoader, epoch: int) -> None:
         loader.sampler.set_epoch(epoch)
     if isinstance(loader.dataset, EpochSeeded):
         loader.dataset.set_epoch(epoch)
+        if isinstance(loader.sampler, RandomSampler) and loader.sampler.generator is not None:
+            loader.sampler.generator.manual_seed(loader.dataset.seed * 100_003 + epoch)
 
 
 def val_loader(
@@ -116,6 +134,8 @@ def val_loader(
         batch_size=batch_size,
         num_workers=workers,
         persistent_workers=workers > 0,
+        # with workers, its own generator: the main random stream stays the training's
+        generator=torch.Generator() if workers > 0 else None,
         pin_memory=pin_memory,
     )
 
@@ -147,7 +167,8 @@ def check_dataset(dataset: Dataset, name: str, every_item: bool) -> None:
         split, indices = view
         for i in indices:
             split.read(i)
-    image, mask = dataset[0]
+    with _random_streams_kept():  # the check must not change the augmentations drawn later
+        image, mask = dataset[0]
     if not (isinstance(image, Tensor) and image.dim() == 3 and image.shape[0] == 3):
         raise UsageError(
             f"{name} images must be (3, H, W) tensors; got {_describe(image)}. Use "
@@ -165,6 +186,16 @@ def check_dataset(dataset: Dataset, name: str, every_item: bool) -> None:
         raise UsageError(
             f"{name} masks must be integer (H, W) tensors of class ids; got {_describe(mask)}"
         )
+
+
+@contextlib.contextmanager
+def _random_streams_kept() -> Iterator[None]:
+    """Run the block, then put Python's, NumPy's and torch's CPU random streams back."""
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(python)
+    np.random.set_state(numpy)
 
 
 def _describe(value: Any) -> str:

@@ -196,7 +196,12 @@ class RunFolder:
         log(f"resuming from the mirror copy {source} (it has trained further than {self.out})")
 
     def save_last(self, checkpoint: dict[str, Any]) -> None:
+        """Write ``last.pt`` (the content is :meth:`TrainState.checkpoint`'s)."""
         save_checkpoint(self.last, checkpoint)
+
+    def load_last(self, device: torch.device) -> dict[str, Any]:
+        """Read ``last.pt`` (to give to :meth:`TrainState.load`), tensors on ``device``."""
+        return load_checkpoint(self.last, map_location=device)
 
     def save_best(self, checkpoint: dict[str, Any]) -> None:
         save_checkpoint(self.best, checkpoint)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -51,7 +52,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from haformer.checkpoint import load_checkpoint, set_rng_state
+from haformer.checkpoint import set_rng_state
 from haformer.config import (
     TrainConfig,
     add_config_arguments,
@@ -73,7 +74,7 @@ from haformer.metrics import SegMetrics, all_reduce_sum
 from haformer.model import CUSTOM_PREFIX, create_model, input_multiple
 from haformer.schedule import Budget, build_optimizer, build_scheduler
 from haformer.state import Progress, RunFolder, TrainState
-from haformer.utils import accumulator_device, amp_dtype, seed_everything
+from haformer.utils import accumulate, accumulator_device, amp_dtype, seed_everything
 
 __all__ = [
     "TrainConfig",
@@ -317,9 +318,7 @@ def train_one_epoch(
         state.scaler.step(state.optimizer)
         state.scaler.update()
         loss = loss.detach()
-        step = torch.stack([loss.double(), torch.ones_like(loss, dtype=torch.float64),
-                            (~torch.isfinite(loss)).double()])  # fmt: skip
-        totals += step.to(totals.device)
+        accumulate(totals, loss, loss.new_ones(()), ~torch.isfinite(loss))
         metrics.update(logits.detach(), y)
         now = time.perf_counter()
         steps, images = steps + 1, images + x.shape[0] * run.world
@@ -417,7 +416,7 @@ def _resume(
 ) -> None:
     """Load last.pt into ``state``, restore this rank's random streams, redraw the curves if
     they are missing."""
-    saved = load_checkpoint(folder.last, map_location=run.device)
+    saved = folder.load_last(run.device)
     images_per_step = cfg.batch_size * run.world
     state.load(saved, config, steps_per_epoch, images_per_step, folder.last, run.log)
     rng = saved["rng"]
@@ -444,12 +443,8 @@ def _interrupted(cfg: TrainConfig, run: Run, progress: Any) -> str:
     prefix = "python -m haformer train"
     if run.world > 1:
         prefix = f"torchrun --nproc_per_node={run.world} -m haformer train"
-    resumed = TrainConfig(**{**_fields(cfg), "resume": True})
+    resumed = dataclasses.replace(cfg, resume=True)
     return f"interrupted {where}; {saved}. Continue with: {command_line(resumed, prefix)}"
-
-
-def _fields(cfg: TrainConfig) -> dict[str, Any]:
-    return {name: getattr(cfg, name) for name in TrainConfig.__dataclass_fields__}
 
 
 def _best_state(

@@ -77,6 +77,13 @@ def accumulator_device(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "mps" else device
 
 
+def accumulate(totals: torch.Tensor, *values: torch.Tensor) -> None:
+    """Add scalar ``values`` to the float64 running sums ``totals`` without waiting for them:
+    each is moved to ``totals``'s device before it becomes float64 (on Apple MPS, which has no
+    float64, ``totals`` lives on the CPU; see :func:`accumulator_device`)."""
+    totals += torch.stack([v.detach().to(totals.device).to(torch.float64) for v in values])
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode for the block, then restore its train/eval flag."""

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
+from torch.utils.data import DataLoader, Dataset
 
 from haformer.checkpoint import CheckpointError, load_checkpoint
 from haformer.data import NUM_CLASSES
-from haformer.errors import ConfigError
-from haformer.model import load_model
+from haformer.errors import ConfigError, UsageError
+from haformer.evaluate import evaluate
+from haformer.model import create_model, load_model
 from haformer.schedule import BudgetPolyLR
 from haformer.train import TrainConfig, train
 
@@ -127,3 +130,54 @@ def test_a_peer_that_needs_multiples_of_32_gets_such_crops() -> None:
     pytest.importorskip("segmentation_models_pytorch")
     cfg = TrainConfig(model="fpn_mobilenet_v2")  # the default 360x480 crop
     assert cfg.crop == (352, 480) and "divisible by 32" in cfg.notes[0]
+
+
+class Pairs(Dataset):
+    """``n`` random images of one dtype with random masks; ``nan_at``: that image is all NaN."""
+
+    def __init__(self, n: int, dtype: torch.dtype, nan_at: int | None = None) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.images = (torch.rand(n, 3, 64, 64, generator=generator) * 255).to(dtype)
+        self.masks = torch.randint(0, NUM_CLASSES, (n, 64, 64), generator=generator)
+        if nan_at is not None:
+            self.images[nan_at] = float("nan")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.masks[i]
+
+
+def own_data(out: Path, **changes) -> TrainConfig:
+    settings = dict(out=str(out), model="haformer_b0", epochs=1, batch_size=2, crop=(64, 64),
+                    val_split=None, class_weights="none", workers=0, progress=False)  # fmt: skip
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_float64_and_float16_images_are_trained_in_float32(tmp_path: Path, dtype) -> None:
+    result = train(own_data(tmp_path), Pairs(4, dtype))
+    assert math.isfinite(result["history"][0]["train_loss"])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (Pairs(4, torch.uint8), "must be float tensors"),
+        (Pairs(4, torch.float32, nan_at=0), "NaN or infinite values"),
+        (Pairs(4, torch.float32, nan_at=3), "training loss was NaN or infinite"),
+    ],
+)
+def test_data_the_model_cannot_learn_from_is_refused(tmp_path: Path, data, message) -> None:
+    with pytest.raises(UsageError, match=message):
+        train(own_data(tmp_path), data)
+    assert not (tmp_path / "last.pt").exists()  # nothing saved from NaN weights
+
+
+def test_evaluate_refuses_non_finite_logits() -> None:
+    data = Pairs(2, torch.float32, nan_at=1)
+    loader = DataLoader(data, batch_size=1)
+    with pytest.raises(UsageError, match="NaN or infinite logits for 1 of 2 batches"):
+        evaluate(create_model("haformer_b0"), loader, "cpu")

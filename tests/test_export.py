@@ -93,3 +93,10 @@ def test_backbone_overrides_any_haformer_default(tmp_path, capsys, extra):
     argv = ["export", "--model", "haformer_b0", "--backbone", "efficientvit_b1", "--static"]
     assert main([*argv, "--size", "64x64", "--out", str(out)]) == 0, capsys.readouterr().err
     assert out.is_file()
+
+
+def test_torch_older_than_the_exporter_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    assert main(["export", "--model", "haformer_b0", "--out", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "needs torch >= 2.6" in err and "2.5.1" in err and len(err.splitlines()) == 1

@@ -65,6 +65,9 @@ def defining_cells(chapter: str) -> list[Cell]:
 def definitions(cell: Cell) -> dict[str, object]:
     """Execute only the imports, UPPER_CASE constants, functions and classes of ``cell``.
 
+    Imports inside a ``with warnings.catch_warnings():`` block (to silence an import-time
+    warning) count as imports.
+
     What a reader gets by copying the cell's definitions without its demonstration code.
     Returns the resulting namespace.
     """
@@ -76,6 +79,8 @@ def definitions(cell: Cell) -> dict[str, object]:
             ast.Import | ast.ImportFrom | ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef,
         ):
             return True
+        if isinstance(node, ast.With):  # with warnings.catch_warnings(): filters and imports
+            return all(isinstance(n, ast.Import | ast.ImportFrom | ast.Expr) for n in node.body)
         if isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             return all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)

@@ -5,7 +5,8 @@ written by hand. This script generates from it:
 
 - the Colab setup cell of every ``book/*.ipynb``: the first code cell, tagged ``colab-setup``,
   placed right after the title cell. On Colab it installs the package from GitHub without
-  touching Colab's torch and says whether a GPU is there; anywhere else it does nothing.
+  touching Colab's torch and says whether a GPU is there; anywhere else it does nothing. It is
+  also tagged ``hide-input``, so the built book collapses its code (Colab ignores the tag).
 - the README blocks between ``<!-- colab-badge -->`` and ``<!-- /colab-badge -->`` (an "Open in
   Colab" badge) and between ``<!-- git-clone -->`` and ``<!-- /git-clone -->`` (the clone
   command), when the README has those markers.
@@ -27,6 +28,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SETUP_TAG = "colab-setup"
+SETUP_TAGS = [SETUP_TAG, "hide-input"]  # hide-input: collapsed in the HTML, unchanged on Colab
 FIRST_CHAPTER = "book/01_introduction.ipynb"
 
 SETUP_TEMPLATE = """\
@@ -102,7 +104,7 @@ def sync_notebook(path: Path, source: str, *, write: bool) -> bool:
     nb.cells = [c for c in nb.cells if SETUP_TAG not in c.metadata.get("tags", [])]
     cell = tagged[0] if tagged and tagged[0].cell_type == "code" else nbformat.v4.new_code_cell()
     cell.source = source
-    cell.metadata["tags"] = [SETUP_TAG]
+    cell.metadata["tags"] = list(SETUP_TAGS)
     nb.cells.insert(1, cell)
     if nb == original:
         return False

@@ -197,14 +197,15 @@ def train_config(spec: dict[str, Any], data_root: str | None, out: str) -> Any:
     from haformer.train import TrainConfig
 
     r = spec["recipe"]
+    if r["pretrained"]:
+        raise UsageError("the comparison trains every model from scratch")
     budget = Budget(spec["budget"]["kind"], spec["budget"]["value"])
     crop = tuple(r["crop"])
-    return TrainConfig(
+    cfg = TrainConfig(
         data_root=data_root,
         out=out,
         model=spec["model"],
         model_kwargs=spec["model_kwargs"],
-        pretrained=r["pretrained"],
         train_split=r["train_split"],
         val_split=r["val_split"],
         epochs=r["max_epochs"],
@@ -228,10 +229,17 @@ def train_config(spec: dict[str, Any], data_root: str | None, out: str) -> Any:
         progress=False,
         **budget.train_kwargs(),
     )
+    if tuple(cfg.crop) != crop:  # the engine would change it: not the same recipe for all
+        raise UsageError(f"{spec['model']} cannot train on {crop[0]}x{crop[1]} crops")
+    return cfg
 
 
-def run_one(spec: dict[str, Any], data_root: str | None, path: Path) -> dict[str, Any]:
+def run_one(
+    spec: dict[str, Any], data_root: str | None, path: Path, jobs: int = 1
+) -> dict[str, Any]:
     """Train one run, score its val-selected weights on test, write its JSON to ``path``.
+
+    ``jobs`` (how many runs shared the machine) is recorded, not used.
 
     Checkpoints go to a temporary folder, deleted afterwards; ``path`` is written atomically
     (a half-written file never exists), so an interrupted run simply runs again.
@@ -280,6 +288,7 @@ def run_one(spec: dict[str, Any], data_root: str | None, path: Path) -> dict[str
         "test_images": len(test_set),
         "history": history,
         "machine": machine_info(),
+        "jobs": jobs,
         "load_average": {"start": load_before[0], "end": os.getloadavg()[0]},
         "wall_seconds": time.perf_counter() - started,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -385,7 +394,7 @@ def sweep(
         spec, path = item
         name = f"{spec['label']} seed {spec['seed']}"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-        cmd += ["--worker-path", str(path)]
+        cmd += ["--worker-path", str(path), "--jobs", str(jobs)]
         if data_root is not None:
             cmd += ["--data-root", data_root]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -548,6 +557,7 @@ def summarize(runs: Sequence[dict[str, Any]], reference: str | None = None) -> d
         "labels": labels,
         "models": models,
         "machine": first["machine"],
+        "jobs": sorted({r.get("jobs", 1) for r in runs}),
         "load_average": describe([r["load_average"]["start"] for r in runs]),
         "runs": len(runs),
         "finished": max(r["finished"] for r in runs),
@@ -657,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker is not None:  # one run, in its own process (started by sweep())
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the temp folder
-        run_one(json.loads(args.worker), args.data_root, Path(args.worker_path))
+        run_one(json.loads(args.worker), args.data_root, Path(args.worker_path), args.jobs)
         return 0
     try:
         return _main(args)
@@ -681,6 +691,8 @@ def _main(args: argparse.Namespace) -> int:
             crop = parse_size(args.crop) if args.crop else tuple(RECIPE["crop"])
         except ValueError as error:
             raise UsageError(f"--crop: {error}") from error
+        if crop[0] % 32 or crop[1] % 32:  # what every model of the comparison takes
+            raise UsageError(f"--crop sides must be multiples of 32; got {crop[0]}x{crop[1]}")
         entries = (
             variant_entries(args.variants or list(VARIANTS))
             if variants

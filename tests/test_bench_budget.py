@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -274,3 +275,26 @@ def test_sweep_on_camvid_mini_end_to_end(camvid_mini: Path, tmp_path: Path) -> N
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 run(s) already" in again.stdout and "0 to do" in again.stdout
     assert {n: (out / n).stat().st_mtime_ns for n in names[:2]} == before
+
+
+def test_interrupted_sweep_leaves_no_partial_result(camvid_mini: Path, tmp_path: Path) -> None:
+    """Ctrl-C in the middle of a run: exit 130, a one-line hint, no JSON, no checkpoint left."""
+    out, scratch = tmp_path / "results", tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "HF_HUB_OFFLINE": "1"}
+    package = Path(haformer.__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, str(SCRIPT), "--models", "haformer_b0", "--seeds", "0"]
+    cmd += ["--budget", "minutes=5", "--crop", "64x96", "--out", str(out)]
+    cmd += ["--data-root", str(camvid_mini)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:  # wait until the run trains (its checkpoint folder exists)
+        if "epoch 1/" in line:
+            break
+    assert list(scratch.iterdir()), "the run should be training in its temporary folder"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command to go on" in err
+    assert not out.exists() or not list(out.glob("*.json"))
+    assert not list(scratch.iterdir()), "the interrupted run's temporary folder must be deleted"

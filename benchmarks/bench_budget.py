@@ -303,12 +303,24 @@ def machine_info() -> dict[str, Any]:
 
     return {
         "machine": platform.machine(),
-        "processor": platform.processor() or None,
+        "processor": _cpu_model() or platform.processor() or None,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), else None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -613,9 +625,10 @@ def caption(summary: dict[str, Any]) -> str:
         f"{b['value']:g} {amount} per run; CamVid {r['train_split']}, "
         f"{'x'.join(map(str, r['crop']))} crops, batch {r['batch_size']}, {r['optimizer']} "
         f"lr {r['lr']:g}, from scratch; {r['device']}, {r['threads']} thread per run "
-        f"({m['machine']}, {m['cpus']} CPUs, torch {m['torch']}). val: best epoch (model "
-        "selection); test: that epoch's weights. Spread: the larger min-max range over seeds "
-        "of the two models compared; a difference smaller than the spread is a tie."
+        f"({m.get('processor') or m['machine']}, {m['cpus']} CPUs, torch {m['torch']}). "
+        "val: best epoch (model selection); test: that epoch's weights. Spread: the larger "
+        "min-max range over seeds of the two models compared; a difference smaller than the "
+        "spread is a tie."
     )
 
 
@@ -642,7 +655,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
-    parser.add_argument("--out", default=None, help="results folder (default: see above)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results folder (default: benchmarks/results/budget-<kind>-<value>, or "
+        "ablation-<kind>-<value> with --variants)",
+    )
     parser.add_argument(
         "--data-root", default=None, help="CamVid root (default: $CAMVID_ROOT or ./data/camvid)"
     )

@@ -13,7 +13,7 @@ throughput (forward + backward + Adam step, images/s), also interleaved.
 Input: ``--size`` (CamVid's 360x480 by default); networks whose sides must be multiples of 32
 (the smp ones) get the next multiple (384x480), as a user would pad a CamVid frame for them.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_peers.py --threads 1 --json bench_peers.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_peers.py --threads 1 --clock thread --json peers.json
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-batch", type=int, default=8, help="training batch (8)")
     parser.add_argument("--train-rounds", type=int, default=4, help="0 skips training")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1)")
+    parser.add_argument(
+        "--clock", choices=["wall", "thread"], default="wall", help="thread: CPU time (1 thread)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if REFERENCE not in args.models:
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         per_round=args.per_round,
         warmup=args.warmup,
         reference=REFERENCE,
+        clock=args.clock,
     )
     for label, entry in latency.items():
         rows[label].update(latency_ms=entry["median_ms"], ratio=entry["ratio"])
@@ -142,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             num_classes=NUM_CLASSES,
             rounds=args.train_rounds,
             reference=REFERENCE,
+            clock=args.clock,
         )
         for label, entry in training.items():
             rows[label]["train"] = {
@@ -153,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     setup = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "clock": args.clock,
         "rounds": args.rounds,
         "per_round": args.per_round,
         "warmup": args.warmup,
@@ -163,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", *sys.argv]),
     }
     print(
-        f"CPU, batch 1, {setup['threads']} thread(s), {args.rounds} interleaved rounds of "
+        f"CPU, batch 1, {setup['threads']} thread(s), {args.clock} clock, {args.rounds} "
+        f"interleaved rounds of "
         f"{args.per_round} passes after {args.warmup} warm-up passes, torch {setup['torch']}, "
         f"load average {setup['load_average'][0]:.2f} at the end. Training: forward + backward "
         f"+ Adam step, {setup['train']}, images/s.\n"

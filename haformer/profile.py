@@ -186,6 +186,10 @@ def summary(
         raise
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+"""``torch.compile`` modes ``measure_latency`` and ``bench --compile`` accept."""
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -202,6 +206,7 @@ def measure_latency(
     iters: int = 50,
     channels_last: bool = False,
     threads: int | None = None,
+    compile_mode: str | None = None,
 ) -> dict[str, Any]:
     """Time ``model`` on a random (batch, 3, H, W) input; per-iteration wall-clock statistics.
 
@@ -213,11 +218,21 @@ def measure_latency(
     covers the whole pass and no queued GPU work leaks into the next one. ``threads`` sets
     ``torch.set_num_threads`` for the measurement (restored afterwards).
 
+    ``compile_mode`` runs ``torch.compile(model, mode=compile_mode)`` instead: ``"default"``,
+    ``"reduce-overhead"`` (on CUDA it replays the whole pass as a CUDA graph, removing the
+    launch cost of every kernel: the mode for batch-1 frame rates) or ``"max-autotune"``. The
+    first call compiles; its time is reported as ``compile_s`` and it counts as no warm-up pass.
+
     Returns a dict: ``median_ms``, ``p90_ms``, ``mean_ms``, ``min_ms``, ``fps`` (images per
     second, ``batch * 1000 / median_ms``), ``times_ms`` (every timed pass), and the settings
-    (``device``, ``size``, ``batch``, ``warmup``, ``iters``, ``threads``, ``channels_last``).
+    (``device``, ``size``, ``batch``, ``warmup``, ``iters``, ``threads``, ``channels_last``,
+    ``compile_mode``, ``compile_s``).
     """
     _check_counts(iters=iters, warmup=warmup, batch=batch)
+    if compile_mode is not None and compile_mode not in COMPILE_MODES:
+        raise ConfigError(
+            f"compile mode must be one of {', '.join(COMPILE_MODES)}; got {compile_mode!r}"
+        )
     device = resolve_device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     saved_threads = torch.get_num_threads()
@@ -227,11 +242,19 @@ def measure_latency(
         model.to(device=device, memory_format=fmt)
         x = torch.randn(batch, 3, *size, device=device).contiguous(memory_format=fmt)
         times: list[float] = []
+        compile_s = None
         with eval_mode(model), torch.inference_mode():
+            runner = model
+            if compile_mode is not None:
+                runner = torch.compile(model, mode=compile_mode)
+                start = time.perf_counter()
+                runner(x)  # compiles
+                _synchronize(device)
+                compile_s = time.perf_counter() - start
             for i in range(warmup + iters):
                 _synchronize(device)
                 start = time.perf_counter()
-                model(x)
+                runner(x)
                 _synchronize(device)
                 if i >= warmup:
                     times.append((time.perf_counter() - start) * 1000.0)
@@ -253,6 +276,8 @@ def measure_latency(
         "iters": iters,
         "threads": used_threads,
         "channels_last": channels_last,
+        "compile_mode": compile_mode,
+        "compile_s": compile_s,
     }
 
 
@@ -315,6 +340,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     model, size = _build(args)
     params = count_parameters(model)
     gflops = flop_analysis(model, size, 1).total() / 1e9
+    if args.fuse:
+        from haformer.fuse import fuse
+
+        model = fuse(model)
     lat = measure_latency(
         model,
         size,
@@ -323,6 +352,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         iters=args.iters,
         channels_last=args.channels_last,
+        compile_mode=args.compile,
     )
     result = {
         "model": args.model,
@@ -340,6 +370,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         "warmup": lat["warmup"],
         "iters": lat["iters"],
         "channels_last": lat["channels_last"],
+        "fused": args.fuse,
+        "compile_mode": lat["compile_mode"],
+        "compile_s": None if lat["compile_s"] is None else round(lat["compile_s"], 2),
     }
     if args.json:
         print(json.dumps(result))
@@ -349,6 +382,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"{lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f}) = {lat['fps']:.1f} fps "
             f"at batch {args.batch_size}, {size[0]}x{size[1]}, {lat['device']}, "
             f"{lat['threads']} threads, torch {torch.__version__}"
+            + (" (fused)" if args.fuse else "")
+            + (
+                f", torch.compile mode {args.compile} (compiled in {lat['compile_s']:.1f} s)"
+                if args.compile
+                else ""
+            )
         )
     return 0
 
@@ -401,5 +440,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=10, help="untimed passes first (10)")
     p.add_argument("--iters", type=int, default=50, help="timed passes (50)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    p.add_argument("--fuse", action="store_true", help="time haformer.fuse(model)")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        choices=COMPILE_MODES,
+        help="torch.compile the model first (mode: default; reduce-overhead = CUDA graphs on "
+        "a GPU, the batch-1 frame-rate setting; max-autotune); the compile time is reported",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_bench)

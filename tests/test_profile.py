@@ -159,3 +159,33 @@ def test_backbone_overrides_the_default_of_any_haformer(capsys: pytest.CaptureFi
         == count_parameters(b0_on_b1)
         != count_parameters(create_model("haformer_b0"))
     )
+
+
+@pytest.mark.slow
+def test_measure_latency_compiles_on_the_cpu_too() -> None:
+    """The GPU frame-rate option (torch.compile, CUDA graphs with reduce-overhead) must run
+    here: a small network compiled by Inductor on the CPU, timed, compile time reported."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 11, 1))
+    result = measure_latency(net, (32, 32), warmup=1, iters=2, compile_mode="default")
+    assert result["compile_mode"] == "default" and result["compile_s"] > 0
+    assert len(result["times_ms"]) == 2
+
+
+def test_bench_passes_fuse_and_compile_through(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    compiled = []
+
+    def fake_compile(model: nn.Module, mode: str) -> nn.Module:
+        compiled.append((type(model).__name__, mode))
+        return model  # compiling a whole model takes minutes on a CPU: the test above compiles
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    argv = ["bench", "--model", "haformer_b0", "--size", "64x64", "--iters", "1", "--warmup", "0"]
+    assert cli_main([*argv, "--fuse", "--compile", "reduce-overhead", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["fused"] is True and result["compile_mode"] == "reduce-overhead"
+    assert compiled == [("HAFormer", "reduce-overhead")]
+    with pytest.raises(SystemExit) as exit_info:  # not a mode: argparse's one line, exit 2
+        cli_main([*argv, "--compile", "fastest"])
+    assert exit_info.value.code == 2

@@ -169,15 +169,12 @@ def test_ch03_pem(width: int) -> None:
 def test_ch04_seed_hape(channels: int, denote: int) -> None:
     mine, theirs = same_seed(
         lambda: chapter("04_hape_block")["MySeedHAPE"](channels, denote),
-        lambda: hape.HAPEBlock(channels, denote, seed=True),
+        lambda: hape.BranchHAPEBlock(channels, denote, seed=True),
     )
     assert_twins(mine, theirs)
     assert_same_outputs(mine, theirs, torch.randn(2, channels, 15, 22))
 
 
-@pytest.mark.xfail(
-    not hasattr(hape, "BranchHAPEBlock"), reason="lead's grouped HAPE pending", strict=False
-)
 @pytest.mark.parametrize(("channels", "denote"), HAPE_CONFIGS)
 def test_ch04_corrected_hape(channels: int, denote: int) -> None:
     """Chapter 4's per-branch block against the package's per-branch reference."""

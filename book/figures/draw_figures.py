@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model here is built without weights
@@ -32,6 +32,7 @@ from torch import nn  # noqa: E402
 
 from haformer import fusion, hape  # noqa: E402
 from haformer.model import SEED_CHANNELS, SEED_DENOTES, create_model  # noqa: E402
+from haformer.opcount import count_ops  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CAMVID = (360, 480)  # the size the shapes are drawn for
@@ -401,10 +402,10 @@ def draw_hape_panel(ax: plt.Axes, x0: float, block: nn.Module, title: str, seed:
 def draw_hape(out: Path) -> Path:
     """The seed's HAPE block beside the corrected per-branch block (C = 64, denote 4)."""
     c, d = EXAMPLE
-    reference = getattr(hape, "BranchHAPEBlock", hape.HAPEBlock)  # ch. 4's per-branch form
     fig, ax = canvas(20.6, 16.2, scale=0.5)
-    draw_hape_panel(ax, 0.0, hape.HAPEBlock(c, d, seed=True), "the seed's HAPE block", True)
-    draw_hape_panel(ax, 10.4, reference(c, d), "the corrected HAPE block", False)
+    seed = hape.BranchHAPEBlock(c, d, seed=True)
+    draw_hape_panel(ax, 0.0, seed, "the seed's HAPE block", True)
+    draw_hape_panel(ax, 10.4, hape.BranchHAPEBlock(c, d), "the corrected HAPE block", False)
     ax.text(
         10.2,
         0.9,
@@ -416,83 +417,201 @@ def draw_hape(out: Path) -> Path:
     return save(fig, out, "hape_blocks")
 
 
+def operation_counts(channels: int, denotes: Sequence[int]) -> dict[str, dict[int, int]]:
+    """ATen operations of one inference forward, per block form and denote (1 x C x 8 x 8)."""
+    x = torch.randn(1, channels, 8, 8)
+    forms = {"stacked": hape.HAPEBlock, "per-branch": hape.BranchHAPEBlock}
+    return {
+        name: {d: sum(count_ops(make(channels, d), x).values()) for d in denotes}
+        for name, make in forms.items()
+    }
+
+
+def draw_kernel_taps(ax: plt.Axes, x0: float, top: float, layer: hape.StackedDepthwise) -> None:
+    """The stacked k x 1 kernel of ``layer``: one column per branch, its taps shaded, the
+    zero padding that centres the shorter kernels in the longest one left white ("0")."""
+    lengths = layer.lengths
+    hidden = layer.mask.shape[0] // len(lengths)
+    cell = 0.3
+    for t, k in enumerate(lengths):
+        taps = layer.mask[t * hidden].flatten().tolist()  # the first channel of branch t
+        x = x0 + t * (cell + 0.08)
+        for j, live in enumerate(taps):
+            y = top - (j + 1) * cell
+            ax.add_patch(
+                Rectangle(
+                    (x, y),
+                    cell,
+                    cell,
+                    facecolor="#7fa7d1" if live else "white",
+                    edgecolor=INK,
+                    lw=0.6,
+                )
+            )
+            if not live:
+                ax.text(x + cell / 2, y + cell / 2, "0", ha="center", va="center", size=6)
+        ax.text(x + cell / 2, top - len(taps) * cell - 0.12, str(k), ha="center", va="top", size=7)
+    ax.text(
+        x0 + len(lengths) * (cell + 0.08) / 2,
+        top + 0.12,
+        "the stacked k x 1 kernel",
+        ha="center",
+        va="bottom",
+        size=7.5,
+        style="italic",
+    )
+
+
 def draw_hape_grouped(out: Path, channels: int = 64, denote: int = 8) -> Path:
-    """The corrected block with its branches stacked on channels and run as grouped ops."""
+    """The corrected block as the models run it (``HAPEBlock``): the branches stacked on
+    channels, a fixed number of operations whatever ``denote`` is."""
+    block = hape.HAPEBlock(channels, denote)
+    branches = block.branches
     hidden = channels // denote
-    kinds: dict[tuple[int, bool], list[int]] = {}
-    for i in range(denote):
-        kinds.setdefault(hape.BRANCH_KERNELS[i % 4], []).append(i)
-    fig, ax = canvas(16.0, 13.8, scale=0.55)
-    cx = 8.0
-    box(ax, cx, 13.0, 6.4, 0.6, f"u = conv_in(x): (B, C/denote, H, W) = (B, {hidden}, H, W)", "io")
-    box(
-        ax,
-        cx,
-        11.9,
-        9.6,
-        0.8,
-        f"the {denote} branch inputs stacked on channels (branches of one kind side by side)\n"
-        f"(B, denote x C/denote, H, W) = (B, {denote * hidden}, H, W)",
-        "op",
+    order = hape.branch_order(denote)
+    kernels = hape.branch_kernels(denote)
+    dense = [i for i in order if not kernels[i][1]]
+    deep = [i for i in order if kernels[i][1]]
+    dw1, pw1, dw2, pw2 = branches.depthwise
+    counts = operation_counts(channels, (4, denote, 2 * denote))
+    stacked = set(counts["stacked"].values())
+    assert len(stacked) == 1, counts  # what the caption says: the count does not grow
+    n_ops = stacked.pop()
+
+    fig, ax = canvas(18.0, 15.2, scale=0.55)
+    ax.set_ylim(1.8, 17.0)  # the drawing runs from y = 17 down to 2
+    cx, left, right = 8.5, 3.6, 11.2
+    box(ax, cx, 16.3, 7.4, 0.6, f"u = conv_in(x): conv 1x1 . BN . ReLU, (B, {hidden}, H, W)", "io")
+
+    def conv_text(name: str, m: nn.Conv2d) -> str:
+        kh, kw = m.kernel_size
+        groups = f", {m.groups} groups" if m.groups > 1 else ""
+        return f"{name}: conv {kh}x{kw}, {m.in_channels} -> {m.out_channels}{groups}"
+
+    # dense branches: one conv reads u once for all of them, then one grouped conv
+    ax.text(
+        left,
+        15.35,
+        f"full 3x3 branches {', '.join(map(str, dense))}",
+        ha="center",
+        size=9,
+        weight="bold",
     )
-    arrow(ax, (cx, 12.7), (cx, 12.3))
-    xs = [2.0 + 4.0 * j for j in range(len(kinds))]
-    for x, ((k, depthwise), members) in zip(xs, kinds.items(), strict=True):
-        n = len(members)
-        width = n * hidden
-        if depthwise:
-            layers = [
-                f"dw {k}x1, groups {width}",
-                f"1x1, groups {n}",
-                f"dw 1x{k}, groups {width}",
-                f"1x1, groups {n}",
-            ]
-        else:
-            layers = [f"1x{k}, groups {n}", f"{k}x1, groups {n}"]
-        names = ", ".join(map(str, members))
-        text = f"{k}x{k} {'depthwise-separable' if depthwise else 'full'}\nbranches {names}: "
-        text += f"{width} channels\n" + "\n".join(layers)
-        box(ax, x, 9.55, 3.7, 2.0, text, "cnn", size=7.5, bold_first=True)
-        arrow(ax, (min(max(x, cx - 4.5), cx + 4.5), 11.5), (x, 10.55))
-        arrow(ax, (x, 8.55), (cx + (x - cx) * 0.55, 6.55))
     box(
         ax,
-        cx,
-        6.15,
-        9.6,
+        left,
+        14.5,
+        5.6,
         0.8,
-        f"one BatchNorm + ReLU over all {denote * hidden} channels",
+        conv_text("dense1", branches.dense1) + "\n(u read once for all)",
         "cnn",
+        size=8,
     )
+    arrow(ax, (cx - 1.5, 16.0), (left, 14.9))
     box(
         ax,
-        cx,
-        4.85,
-        11.0,
-        1.0,
-        f"PEM for all branches at once: view (B, {denote}, {hidden}, H, W), softmax of the means\n"
-        f"over each branch's {hidden} channels, x A + x",
-        "op",
-    )
-    arrow(ax, (cx, 5.75), (cx, 5.35))
-    box(
-        ax,
-        cx,
-        3.45,
-        9.6,
+        left,
+        13.2,
+        5.6,
         0.8,
-        f"sum over the branch axis: one reduction -> (B, {hidden}, H, W)",
-        "op",
+        conv_text("dense2", branches.dense2) + "\n(one group per branch)",
+        "cnn",
+        size=8,
     )
-    arrow(ax, (cx, 4.35), (cx, 3.85))
-    box(ax, cx, 2.25, 7.0, 0.8, "conv_out . BN, + x, ReLU, channel shuffle\n(as per branch)", "io")
-    arrow(ax, (cx, 3.05), (cx, 2.65))
+    arrow(ax, (left, 14.1), (left, 13.6))
+    dense_out = (left, 12.8)
+
+    # depthwise-separable branches: u repeated, two stacked depthwise convs, two grouped 1x1s
+    ax.text(
+        right,
+        15.35,
+        f"depthwise-separable branches {', '.join(map(str, deep))}",
+        ha="center",
+        size=9,
+        weight="bold",
+    )
+    wide = len(deep) * hidden
+    box(ax, right, 14.5, 6.4, 0.8, f"u repeated {len(deep)} times: (B, {wide}, H, W)", "op", size=8)
+    arrow(ax, (cx + 1.5, 16.0), (right, 14.9))
+    rows = (
+        (
+            dw1,
+            f"dw1: depthwise {dw1.mask.shape[2]}x1, {wide} groups\n"
+            f"kernels {', '.join(map(str, dw1.lengths))} zero-padded to {max(dw1.lengths)} taps",
+        ),
+        (pw1, conv_text("pw1", pw1)),
+        (dw2, f"dw2: depthwise 1x{dw2.mask.shape[3]}, {wide} groups\n(the same zero padding)"),
+        (pw2, conv_text("pw2", pw2)),
+    )
+    y = 13.2
+    previous = 14.1
+    for _, text in rows:
+        box(ax, right, y, 6.4, 0.8, text, "cnn", size=8)
+        arrow(ax, (right, previous), (right, y + 0.4))
+        previous, y = y - 0.4, y - 1.2
+    deep_out = (right, previous)
+    draw_kernel_taps(ax, 14.9, 13.4, dw1)
+
+    cat_y = 8.0
+    box(
+        ax,
+        cx,
+        cat_y,
+        11.0,
+        0.8,
+        f"concatenate: (B, {denote * hidden}, H, W), the branches in the order "
+        f"{', '.join(map(str, order))}",
+        "op",
+        size=8.5,
+    )
+    arrow(ax, dense_out, (cx - 2.5, cat_y + 0.4), f"(B, {len(dense) * hidden}, H, W)")
+    arrow(ax, deep_out, (cx + 2.5, cat_y + 0.4), f"(B, {wide}, H, W)")
+    box(
+        ax,
+        cx,
+        6.8,
+        11.0,
+        0.8,
+        f"one BatchNorm ({branches.bn.num_features} channels) + one ReLU for all branches",
+        "cnn",
+        size=8.5,
+    )
+    arrow(ax, (cx, cat_y - 0.4), (cx, 7.2))
+    box(
+        ax,
+        cx,
+        5.3,
+        11.0,
+        1.4,
+        "PEM of every branch and the branch sum in one step (excite_and_sum):\n"
+        f"view as (B, {denote}, {hidden}, H, W), softmax of the means over each branch's "
+        f"{hidden} channels,\nz A + z, sum over the branch axis -> (B, {hidden}, H, W)",
+        "op",
+        size=8.5,
+    )
+    arrow(ax, (cx, 6.4), (cx, 6.0))
+    box(
+        ax,
+        cx,
+        3.8,
+        9.0,
+        0.8,
+        f"conv_out: conv 1x1 . BN, {hidden} -> {channels}; + x; ReLU;\n"
+        f"channel shuffle in {denote} groups",
+        "io",
+        size=8.5,
+    )
+    arrow(ax, (cx, 4.6), (cx, 4.2))
+    per_branch = counts["per-branch"]
     ax.text(
         cx,
-        0.9,
-        f"Drawn for C = {channels}, denote = {denote}: {len(kinds)} kinds of branch, each a fixed "
-        "number of grouped convolutions,\nso the number of operations does not grow with denote.",
+        2.6,
+        f"Drawn from haformer.hape.HAPEBlock for C = {channels}, denote = {denote}. "
+        f"At inference it dispatches {n_ops} ATen operations\nfor denote "
+        f"{', '.join(map(str, counts['stacked']))} alike; the per-branch block (BranchHAPEBlock) "
+        f"dispatches {', '.join(str(per_branch[d]) for d in per_branch)}.",
         ha="center",
+        va="top",
         size=8,
     )
     return save(fig, out, "hape_grouped")

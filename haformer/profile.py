@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 Size = tuple[int, int]
 
-# Ops fvcore leaves uncounted on purpose: element-wise arithmetic, activations and padding.
+# Ops fvcore leaves uncounted on purpose: element-wise arithmetic, activations, padding,
+# reductions over a map and data movement (their multiply-adds are negligible or none).
 ELEMENTWISE_OPS: frozenset[str] = frozenset(
     f"aten::{name}{suffix}"
     for name in (
@@ -77,6 +78,16 @@ ELEMENTWISE_OPS: frozenset[str] = frozenset(
         "constant_pad_nd",
         "fill",
         "zero",
+        # the stacked HAPE block, the CWF gate and the peers: per-element arithmetic, a mean
+        # or sum over a map, or data movement (repeat, shuffle, scatter into a kernel)
+        "addcmul",
+        "lerp",
+        "mean",
+        "sum",
+        "repeat",
+        "channel_shuffle",
+        "masked_scatter",
+        "feature_dropout",
     )
     for suffix in ("", "_")
 )

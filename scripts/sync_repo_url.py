@@ -7,6 +7,8 @@ written by hand. This script generates from it:
   placed right after the title cell. On Colab it installs the package from GitHub without
   touching Colab's torch and says whether a GPU is there; anywhere else it does nothing. It is
   also tagged ``hide-input``, so the built book collapses its code (Colab ignores the tag).
+- ``haformer/_repository.py``: the URL and branch the package downloads shipped weights from
+  (``haformer.pretrained``).
 - the README blocks between ``<!-- colab-badge -->`` and ``<!-- /colab-badge -->`` (an "Open in
   Colab" badge) and between ``<!-- git-clone -->`` and ``<!-- /git-clone -->`` (the clone
   command), when the README has those markers.
@@ -89,6 +91,22 @@ def readme_blocks(url: str, branch: str) -> dict[str, str]:
     return {"colab-badge": badge, "git-clone": clone}
 
 
+REPOSITORY_MODULE = "haformer/_repository.py"
+REPOSITORY_TEMPLATE = '''"""Where the book's repository lives.
+
+Generated from _config.yml by scripts/sync_repo_url.py: edit _config.yml, then run the script.
+"""
+
+REPO_URL = "{url}"
+BRANCH = "{branch}"
+'''
+
+
+def repository_module(url: str, branch: str) -> str:
+    """The source of ``haformer/_repository.py`` for this repository and branch."""
+    return REPOSITORY_TEMPLATE.replace("{url}", url).replace("{branch}", branch)
+
+
 def sync_notebook(path: Path, source: str, *, write: bool) -> bool:
     """Put the setup cell right after the title cell of ``path``; True if that changed it.
 
@@ -137,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
                 stale.append(str(path.relative_to(root)))
         except ValueError as err:
             broken.append(str(err))
+
+    module = root / REPOSITORY_MODULE
+    expected = repository_module(url, branch)
+    if not module.is_file() or module.read_text(encoding="utf-8") != expected:
+        stale.append(REPOSITORY_MODULE)
+        if not args.check:
+            module.write_text(expected, encoding="utf-8")
 
     readme = root / "README.md"
     if readme.is_file():

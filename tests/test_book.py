@@ -88,6 +88,8 @@ def _outside_generated(path: Path, text: str) -> str:
         nb = nbformat.reads(text, as_version=4)
         cells = [c for c in nb.cells if sync.SETUP_TAG not in c.metadata.get("tags", [])]
         return nbformat.writes(nbformat.v4.new_notebook(cells=cells))
+    if path == REPO / sync.REPOSITORY_MODULE:
+        return "" if text == sync.repository_module(REPO_URL, BRANCH) else text
     if path == REPO / "README.md":
         for name in sync.readme_blocks(REPO_URL, BRANCH):
             text = re.sub(rf"<!-- {name} -->.*?<!-- /{name} -->", "", text, flags=re.DOTALL)

@@ -220,7 +220,8 @@ class HAPEBranches(nn.Module):
 
     def __init__(self, hidden: int, denote: int) -> None:
         super().__init__()
-        kernels = [branch_kernels(denote)[i] for i in branch_order(denote)]
+        every = branch_kernels(denote)
+        kernels = [every[i] for i in branch_order(denote)]
         lengths = [k for k, depthwise in kernels if depthwise]
         n_dense, n_dw = len(kernels) - len(lengths), len(lengths)
         self.n_depthwise = n_dw

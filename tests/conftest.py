@@ -1,8 +1,10 @@
-"""Shared test setup: offline hub, deterministic seeds, the CamVid fixtures."""
+"""Shared test setup: offline hub, deterministic seeds, the CamVid fixtures, a local server."""
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,21 @@ def book(tmp_path_factory: pytest.TempPathFactory) -> Build:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """An HTTP server on 127.0.0.1 serving ``tmp_path/served``; yields its base URL."""
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path / "served"), **kwargs)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()

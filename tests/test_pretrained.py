@@ -4,8 +4,6 @@ else is refused with one line."""
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -40,24 +38,6 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path, to
     monkeypatch.setattr(pretrained, "CHECKOUT_DIR", tmp_path / "checkout")
     monkeypatch.setenv("HAFORMER_CACHE", str(tmp_path / "cache"))
     return "tiny", served, model
-
-
-@pytest.fixture
-def server(tmp_path: Path):
-    """An HTTP server on 127.0.0.1 serving ``tmp_path/served``; yields its base URL."""
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(tmp_path / "served"), **kwargs)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
 
 
 def _same_outputs(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -66,8 +66,13 @@ MODELS = (
     "deeplabv3_mobilenet_v3_large",
     "fpn_mobilenet_v2",
     "segformer_mit_b0",
+    "lraspp_mobilenet_v3_large@bn_momentum=0.1",
+    "deeplabv3_mobilenet_v3_large@bn_momentum=0.1",
 )
-"""The models of the main comparison: HAFormer's two smallest, then the peers (random init)."""
+"""The models of the main comparison: HAFormer's two smallest, then the peers (random init).
+
+``NAME@KEY=VALUE`` is ``create_model(NAME, KEY=VALUE)``: the torchvision peers once more with
+PyTorch's default BatchNorm momentum instead of their own 0.01 (book ch. 13 shows why)."""
 VARIANT_MODEL = "haformer_b0"
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {},
@@ -145,6 +150,9 @@ class Budget:
         return {"max_images": int(self.value)}
 
 
+EXAMPLE_ENTRY = "lraspp_mobilenet_v3_large@bn_momentum=0.1"
+
+
 @dataclass(frozen=True)
 class Entry:
     """One row of the comparison: ``label`` (file names, tables), registry name, kwargs."""
@@ -155,8 +163,26 @@ class Entry:
 
 
 def model_entries(names: Iterable[str]) -> list[Entry]:
-    """One entry per registry name (a haformer model or a peer), labelled by its name."""
-    return [Entry(name, name) for name in names]
+    """One entry per name, labelled by it: a registry name (a haformer model or a peer), or
+    ``NAME@KEY=VALUE[@KEY=VALUE...]`` for that model with keyword arguments (JSON values).
+
+    >>> model_entries(["lraspp_mobilenet_v3_large@bn_momentum=0.1"])[0].kwargs
+    {'bn_momentum': 0.1}
+    """
+    entries = []
+    for text in names:
+        name, *pairs = text.split("@")
+        kwargs: dict[str, Any] = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not (key and sep and value):
+                raise UsageError(f"--models {text!r}: write NAME@KEY=VALUE, e.g. {EXAMPLE_ENTRY}")
+            try:
+                kwargs[key] = json.loads(value)
+            except json.JSONDecodeError:
+                kwargs[key] = value  # a bare string
+        entries.append(Entry(text, name, kwargs))
+    return entries
 
 
 def variant_entries(names: Iterable[str]) -> list[Entry]:
@@ -644,7 +670,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget", help="minutes=M (training wall-clock) or images=N (seen)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
-        "--models", nargs="+", default=None, help=f"registry names (default: {' '.join(MODELS)})"
+        "--models",
+        nargs="+",
+        default=None,
+        help=f"registry names, or NAME@KEY=VALUE for model kwargs (default: {' '.join(MODELS)})",
     )
     which.add_argument(
         "--variants",

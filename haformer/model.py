@@ -397,7 +397,7 @@ def _build(
 def model_signature(name: str) -> list[str]:
     """The keyword arguments ``create_model(name, ...)`` accepts besides ``num_classes``."""
     if name in PEERS:
-        return []
+        return ["bn_momentum"]
     if name not in _CLASSES:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     params = inspect.signature(_CLASSES[name]).parameters
@@ -475,18 +475,19 @@ def create_model(
     (``pretrained=True`` is its older name: no HAFormer weights exist on any hub).
     Extra ``kwargs`` go to the model class and override the entry point's defaults (for
     example ``use_pem=False``, or ``backbone="efficientvit_b2"`` for any haformer_*). The
-    names of ``haformer.peers.list_peers()`` build those networks instead (random weights,
-    no kwargs). Every model carries ``pretrained_cfg`` (input size, mean, std), so
-    ``timm.data.resolve_data_config({}, model=model)`` gives the CamVid values.
+    names of ``haformer.peers.list_peers()`` build those networks instead (random weights;
+    their one kwarg is ``bn_momentum``). Every model carries ``pretrained_cfg`` (input size,
+    mean, std), so ``timm.data.resolve_data_config({}, model=model)`` gives the CamVid values.
 
     Raises ConfigError (a ValueError) for an unknown name, argument or value.
     """
     if num_classes < 1:
         raise ConfigError(f"num_classes must be at least 1; got {num_classes}")
     if name in PEERS:
-        if pretrained or backbone_pretrained or kwargs:
-            raise ConfigError(f"the peer {name!r} takes no pretrained weights nor model kwargs")
-        model = create_peer(name, num_classes)
+        if pretrained or backbone_pretrained:
+            raise ConfigError(f"the peer {name!r} takes no pretrained weights")
+        check_model_kwargs(name, kwargs)
+        model = create_peer(name, num_classes, **kwargs)
         multiple = PEERS[name].input_multiple
         size = tuple(side // multiple * multiple for side in IMAGE_SIZE)
         model.pretrained_cfg = _cfg(input_size=(3, *size), num_classes=num_classes)

@@ -9,6 +9,11 @@ benchmarks and ``python -m haformer bench/train`` run peers with no special case
 torchvision's models come with the package's own dependencies; the segmentation_models_pytorch
 ones need the optional extra: ``pip install 'haformer[peers]'``. No pretrained weights are
 loaded: the comparisons of the book train every network from scratch.
+
+``bn_momentum`` sets the momentum of every BatchNorm layer of a peer. torchvision's
+MobileNetV3 uses 0.01 (for long ImageNet schedules), the others PyTorch's default 0.1; after a
+short run, running statistics updated at 0.01 are still mostly their initial values, and the
+network scores near zero in eval mode whatever it learnt (book ch. 13).
 """
 
 from __future__ import annotations
@@ -88,9 +93,19 @@ def list_peers() -> list[str]:
     return sorted(PEERS)
 
 
-def create_peer(name: str, num_classes: int = 11) -> PeerModel:
-    """A randomly initialised peer: (B, 3, H, W) -> (B, num_classes, H, W)."""
+def create_peer(name: str, num_classes: int = 11, *, bn_momentum: float | None = None) -> PeerModel:
+    """A randomly initialised peer: (B, 3, H, W) -> (B, num_classes, H, W).
+
+    ``bn_momentum``, if given, replaces the momentum of every BatchNorm layer.
+    """
     if name not in PEERS:
         raise UsageError(f"unknown peer {name!r}; known peers: {', '.join(list_peers())}")
+    if bn_momentum is not None and not 0.0 < bn_momentum <= 1.0:
+        raise UsageError(f"bn_momentum must be in (0, 1]; got {bn_momentum!r}")
     spec = PEERS[name]
-    return PeerModel(spec.build(num_classes), spec.input_multiple)
+    model = PeerModel(spec.build(num_classes), spec.input_multiple)
+    if bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = bn_momentum
+    return model

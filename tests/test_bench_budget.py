@@ -200,6 +200,17 @@ def test_budget_parsing() -> None:
             bench.Budget.parse(bad)
 
 
+def test_model_entries_take_keyword_arguments() -> None:
+    plain, tuned = bench.model_entries(["haformer_b0", "lraspp_mobilenet_v3_large@bn_momentum=0.1"])
+    assert plain == bench.Entry("haformer_b0", "haformer_b0", {})
+    assert tuned.model == "lraspp_mobilenet_v3_large" and tuned.kwargs == {"bn_momentum": 0.1}
+    assert tuned.label == "lraspp_mobilenet_v3_large@bn_momentum=0.1"  # its files and rows
+    assert bench.model_entries(["haformer_b0@fusion=seed"])[0].kwargs == {"fusion": "seed"}
+    for bad in ("haformer_b0@use_pem", "haformer_b0@=1", "haformer_b0@use_pem="):
+        with pytest.raises(bench.UsageError, match="NAME@KEY=VALUE"):
+            bench.model_entries([bad])
+
+
 def test_done_runs_are_skipped_and_must_match(tmp_path: Path) -> None:
     entries = bench.model_entries(["haformer_b0"])
     todo, done = bench.pending_runs(entries, [0, 1], BUDGET, (192, 256), "cpu", tmp_path)

@@ -18,7 +18,7 @@ from torch import nn
 import haformer.export
 import haformer.model  # registers the names with timm
 from haformer.backbone import create_backbone
-from haformer.errors import ConfigError
+from haformer.errors import ConfigError, UsageError
 from haformer.fusion import AddFusion, SeedCWF
 from haformer.model import HAFormer, HAPEFormer, create_model, list_models
 from haformer.pem import PEM, SeedPEM
@@ -120,6 +120,20 @@ def test_unknown_model_kwargs_are_refused_by_name() -> None:
         create_model("haformer_b0", use_pme=False)
     with pytest.raises(ConfigError, match="unknown backbone 'efficientvit_b9'"):
         create_model("haformer_b0", backbone="efficientvit_b9")
+
+
+def test_peers_take_a_batchnorm_momentum_and_nothing_else() -> None:
+    def momenta(model: nn.Module) -> set[float]:
+        return {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+
+    assert momenta(create_model("lraspp_mobilenet_v3_large")) == {0.01, 0.1}  # torchvision's
+    assert momenta(create_model("lraspp_mobilenet_v3_large", bn_momentum=0.1)) == {0.1}
+    with pytest.raises(ConfigError, match="takes no argument 'use_pem'.*bn_momentum"):
+        create_model("lraspp_mobilenet_v3_large", use_pem=False)
+    with pytest.raises(ConfigError, match="no pretrained weights"):
+        create_model("lraspp_mobilenet_v3_large", backbone_pretrained=True)
+    with pytest.raises(UsageError, match=r"bn_momentum must be in \(0, 1\]; got 0"):
+        create_model("lraspp_mobilenet_v3_large", bn_momentum=0)
 
 
 def test_export_rebuilds_checkpoints_without_the_evaluation_module() -> None:

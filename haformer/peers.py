@@ -12,8 +12,9 @@ loaded: the comparisons of the book train every network from scratch.
 
 ``bn_momentum`` sets the momentum of every BatchNorm layer of a peer. torchvision's
 MobileNetV3 uses 0.01 (for long ImageNet schedules), the others PyTorch's default 0.1; after a
-short run, running statistics updated at 0.01 are still mostly their initial values, and the
-network scores near zero in eval mode whatever it learnt (book ch. 13).
+short run, running statistics updated at 0.01 still weigh their initial values and stale
+weights' features heavily, and the network scores near zero in eval mode whatever it learnt
+(book ch. 13).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def create_peer(name: str, num_classes: int = 11, *, bn_momentum: float | None =
     """
     if name not in PEERS:
         raise UsageError(f"unknown peer {name!r}; known peers: {', '.join(list_peers())}")
-    if bn_momentum is not None and not 0.0 < bn_momentum <= 1.0:
+    number = isinstance(bn_momentum, (int, float)) and not isinstance(bn_momentum, bool)
+    if bn_momentum is not None and not (number and 0.0 < bn_momentum <= 1.0):
         raise UsageError(f"bn_momentum must be in (0, 1]; got {bn_momentum!r}")
     spec = PEERS[name]
     model = PeerModel(spec.build(num_classes), spec.input_multiple)

@@ -134,6 +134,8 @@ def test_peers_take_a_batchnorm_momentum_and_nothing_else() -> None:
         create_model("lraspp_mobilenet_v3_large", backbone_pretrained=True)
     with pytest.raises(UsageError, match=r"bn_momentum must be in \(0, 1\]; got 0"):
         create_model("lraspp_mobilenet_v3_large", bn_momentum=0)
+    with pytest.raises(UsageError, match="bn_momentum must be in"):
+        create_model("lraspp_mobilenet_v3_large", bn_momentum="fast")
 
 
 def test_export_rebuilds_checkpoints_without_the_evaluation_module() -> None:
